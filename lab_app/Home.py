@@ -1,0 +1,10 @@
+"""The rtml control room: one Streamlit app, one module per page, all data through rtml."""
+
+import streamlit as st
+
+st.set_page_config(page_title="rtml control room", page_icon=":material/hub:", layout="wide")
+
+pages = [
+    st.Page("pages/cluster.py", title="Cluster", icon=":material/dns:", default=True),
+]
+st.navigation(pages).run()

@@ -1,0 +1,208 @@
+"""The `rtml` command: every capability of the system from the shell.
+
+Each subcommand maps to one function in the package; this module only parses arguments,
+calls it, and turns an `RtmlError` into one clear sentence and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rtml.config import Settings
+from rtml.errors import RtmlError
+
+# Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
+_TAKES_BOOTSTRAP = {
+    "topics",
+    "consumer-groups",
+    "configs",
+    "metadata-quorum",
+    "log-dirs",
+    "get-offsets",
+}
+
+
+def _cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cluster import LocalCluster, get_status
+
+    if args.action == "status":
+        status = get_status(settings, include_internal=args.internal)
+        print(status.render())
+        return 0 if status.reachable else 1
+    cluster = LocalCluster(settings)
+    if args.action == "fetch":
+        print(f"Jars ready in {cluster.jars} (Java {cluster.java.major} at {cluster.java.path})")
+    elif args.action == "up":
+        cluster.up(timeout=args.timeout)
+    elif args.action == "down":
+        cluster.down(wipe=args.wipe)
+    elif args.action == "kill":
+        cluster.kill(args.node)
+    elif args.action == "stop":
+        cluster.stop(args.node)
+    elif args.action == "restart":
+        cluster.restart(args.node, timeout=args.timeout)
+    return 0
+
+
+def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cluster.tools import tool_command
+
+    tool_args = list(args.args)
+    if tool_args[:1] == ["--"]:
+        tool_args = tool_args[1:]
+    if args.tool in _TAKES_BOOTSTRAP and "--bootstrap-server" not in tool_args:
+        tool_args = ["--bootstrap-server", settings.bootstrap, *tool_args]
+    cmd = tool_command(settings, args.tool, tool_args)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover - execv does not return
+
+
+def _grade(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.grade import grade
+
+    result = grade(args.week, impl=args.impl)
+    print(result.render())
+    return 0 if result.passed else 1
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cluster import LocalCluster
+
+    if settings.local:
+        LocalCluster(settings).down(wipe=args.wipe)
+    else:
+        print("An external cluster is configured (RTML_BOOTSTRAP_SERVERS); nothing local to stop.")
+    return 0
+
+
+def _ui(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.config import project_root
+
+    home = project_root() / "lab_app" / "Home.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(home),
+        f"--server.address={settings.ui_address}",
+        f"--server.port={settings.ui_port}",
+        f"--server.headless={'true' if args.headless else 'false'}",
+        "--browser.gatherUsageStats=false",
+    ]
+    print(
+        f"Control room on http://127.0.0.1:{settings.ui_port} "
+        "(Ctrl-C stops it; the cluster keeps running)."
+    )
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with a --help on every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="rtml",
+        description="A real-time ML system on Apache Kafka. Settings come from RTML_* variables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="run the local 3-node KRaft cluster",
+        description="Start, inspect, crash and restart the local Kafka cluster (no Docker).",
+    )
+    actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up",
+        help="fetch jars (once), format and start every node, wait until writes succeed",
+        description="Start all nodes and return when every broker is registered and a probe "
+        "topic with replication factor 3 accepts a write with acks=all.",
+    )
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    actions.add_parser(
+        "fetch",
+        help="fetch Kafka's jars from Maven Central (once) and the JDK check",
+        description="Resolve infra/pom.xml with Maven into the jar cache; later starts reuse it.",
+    )
+    down = actions.add_parser(
+        "down", help="stop every node", description="Stop every node cleanly."
+    )
+    down.add_argument("--wipe", action="store_true", help="also delete data, logs and configs")
+    status = actions.add_parser(
+        "status",
+        help="controller, brokers, partitions, leaders, ISR",
+        description="Show the active controller, each broker up or down, and every partition's "
+        "leader, replicas and ISR with under-replicated and offline counts.",
+    )
+    status.add_argument("--internal", action="store_true", help="include internal topics (__*)")
+    for name, text in (
+        ("kill", "SIGKILL node N, as a crash would"),
+        ("stop", "stop node N cleanly (controlled shutdown)"),
+        ("restart", "restart node N and wait until it is back in every ISR"),
+    ):
+        p = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("node", type=int, metavar="N", help="node id (1, 2 or 3)")
+        if name == "restart":
+            p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    cluster.set_defaults(func=_cluster)
+
+    kafka = sub.add_parser(
+        "kafka",
+        help="run one of Kafka's own tools from the cached jars",
+        description="Run Kafka's command-line tools (TopicCommand and friends) with rtml's JDK "
+        "and jars; --bootstrap-server is added for you. Example: "
+        "rtml kafka topics --describe --topic rtml-probe",
+    )
+    from rtml.cluster.tools import TOOLS
+
+    kafka.add_argument("tool", choices=sorted(TOOLS), help="which tool")
+    kafka.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the tool")
+    kafka.set_defaults(func=_kafka)
+
+    grade = sub.add_parser(
+        "grade",
+        help="grade your lab exercises for one week",
+        description="Run week N's grading tests against your code in labs/ and print one line "
+        "per check.",
+    )
+    grade.add_argument("week", choices=["week1", "week2", "week3", "week4"], help="which week")
+    grade.add_argument(
+        "--impl", choices=["labs", "solutions"], default="labs", help="what to grade (default labs)"
+    )
+    grade.set_defaults(func=_grade)
+
+    ui = sub.add_parser(
+        "ui",
+        help="open the Streamlit control room on 127.0.0.1",
+        description="Run the control room (Streamlit) bound to 127.0.0.1 on RTML_UI_PORT.",
+    )
+    ui.add_argument("--headless", action="store_true", help="do not open a browser")
+    ui.set_defaults(func=_ui)
+
+    stop_all = sub.add_parser(
+        "down",
+        help="stop everything rtml started",
+        description="Stop every process rtml started (the cluster and its services).",
+    )
+    stop_all.add_argument("--wipe", action="store_true", help="also delete data and logs")
+    stop_all.set_defaults(func=_down)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rtml` and `python -m rtml`."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings)
+    except RtmlError as exc:
+        print(f"rtml: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,209 @@
+"""One settings object, read from RTML_* environment variables.
+
+Every part of rtml takes a `Settings`; nothing else reads the environment. A bad value
+fails here, at start-up, with one sentence that names the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtml.errors import ConfigError
+
+IMPLS = ("labs", "solutions")
+# Every variable rtml reads; docs and docker-compose.yml are checked against this list.
+ENV_VARS = (
+    "RTML_HOME",
+    "RTML_CLUSTER_NAME",
+    "RTML_BOOTSTRAP_SERVERS",
+    "RTML_SECURITY_PROTOCOL",
+    "RTML_SASL_MECHANISM",
+    "RTML_SASL_USERNAME",
+    "RTML_SASL_PASSWORD",
+    "RTML_SSL_CA_LOCATION",
+    "RTML_SCHEMA_REGISTRY_URL",
+    "RTML_IMPL",
+    "RTML_KAFKA_PORT",
+    "RTML_NODES",
+    "RTML_KAFKA_HEAP",
+    "RTML_JAVA",
+    "RTML_UI_ADDRESS",
+    "RTML_UI_PORT",
+)
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+_HEAP = re.compile(r"^[1-9][0-9]*[mMgG]$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+
+
+def project_root() -> Path:
+    """The source checkout rtml runs from, or the working directory for a plain install."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the cluster lives, how clients reach it, and which lab implementation runs."""
+
+    home: Path
+    cluster_name: str = "lab"
+    bootstrap_servers: str | None = None
+    security: Mapping[str, str] = field(default_factory=dict)
+    schema_registry_url: str | None = None
+    impl: str = "solutions"
+    kafka_port: int = 9092
+    nodes: int = 3
+    kafka_heap: str = "512m"
+    java: Path | None = None
+    ui_address: str = "127.0.0.1"
+    ui_port: int = 8501
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: os.environ), validating each value."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("RTML_HOME") or project_root() / ".rtml").expanduser()
+        name = env.get("RTML_CLUSTER_NAME", "lab")
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"RTML_CLUSTER_NAME={name!r} is not a valid name: "
+                "use letters, digits, '.', '_' or '-'."
+            )
+        bootstrap = env.get("RTML_BOOTSTRAP_SERVERS") or None
+        if bootstrap is not None:
+            bad = [hp for hp in bootstrap.split(",") if not _HOSTPORT.match(hp.strip())]
+            if bad:
+                raise ConfigError(
+                    f"RTML_BOOTSTRAP_SERVERS has {bad[0]!r}, which is not host:port; "
+                    "use a comma-separated list such as broker1:9092,broker2:9092."
+                )
+        impl = env.get("RTML_IMPL", "solutions")
+        if impl not in IMPLS:
+            raise ConfigError(f"RTML_IMPL={impl!r} is not valid: use 'labs' or 'solutions'.")
+        heap = env.get("RTML_KAFKA_HEAP", "512m")
+        if not _HEAP.match(heap):
+            raise ConfigError(
+                f"RTML_KAFKA_HEAP={heap!r} is not a JVM heap size: "
+                "use a number and m or g, like 512m."
+            )
+        java = env.get("RTML_JAVA")
+        ui_address = env.get("RTML_UI_ADDRESS", "127.0.0.1")
+        try:
+            ipaddress.ip_address(ui_address)
+        except ValueError:
+            raise ConfigError(
+                f"RTML_UI_ADDRESS={ui_address!r} is not an IP address: leave it unset (127.0.0.1); "
+                "only a container sets 0.0.0.0."
+            ) from None
+        return cls(
+            home=home,
+            cluster_name=name,
+            bootstrap_servers=bootstrap,
+            security=_security(env),
+            schema_registry_url=env.get("RTML_SCHEMA_REGISTRY_URL") or None,
+            impl=impl,
+            kafka_port=_int(env, "RTML_KAFKA_PORT", 9092, 1024, 65000),
+            nodes=_int(env, "RTML_NODES", 3, 1, 9),
+            kafka_heap=heap,
+            java=Path(java) if java else None,
+            ui_address=ui_address,
+            ui_port=_int(env, "RTML_UI_PORT", 8501, 1024, 65535),
+        )
+
+    @property
+    def local(self) -> bool:
+        """True when rtml runs its own cluster, False when pointed at an external one."""
+        return self.bootstrap_servers is None
+
+    @property
+    def cluster_dir(self) -> Path:
+        """Configs, data, logs and pid files of the local cluster."""
+        return self.home / "clusters" / self.cluster_name
+
+    @property
+    def jar_cache(self) -> Path:
+        """Jars copied from Maven Central, shared by every local cluster."""
+        return self.home / "jars"
+
+    def broker_port(self, node_id: int) -> int:
+        """The client (PLAINTEXT) port of local node `node_id` (1-based)."""
+        return self.kafka_port + node_id - 1
+
+    def controller_port(self, node_id: int) -> int:
+        """The KRaft controller port of local node `node_id`, 100 above its broker port."""
+        return self.kafka_port + 100 + node_id - 1
+
+    @property
+    def node_ids(self) -> list[int]:
+        return list(range(1, self.nodes + 1))
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers every client uses: the external cluster's or the local one's."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in self.node_ids)
+
+    def client_config(self, **overrides: object) -> dict[str, object]:
+        """librdkafka settings that reach the cluster, plus `overrides` (dots spelled as '_')."""
+        conf: dict[str, object] = {"bootstrap.servers": self.bootstrap, **self.security}
+        conf.update({k.replace("_", "."): v for k, v in overrides.items()})
+        return conf
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number between {low} and {high}."
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range: use a number between {low} and {high}.")
+    return value
+
+
+def _security(env: Mapping[str, str]) -> dict[str, str]:
+    """SASL/TLS client settings for an external cluster (Confluent Cloud, MSK, Strimzi)."""
+    conf: dict[str, str] = {}
+    protocol = env.get("RTML_SECURITY_PROTOCOL")
+    if protocol:
+        if protocol.upper() not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"RTML_SECURITY_PROTOCOL={protocol!r} is not valid: use one of "
+                + ", ".join(SECURITY_PROTOCOLS)
+                + "."
+            )
+        conf["security.protocol"] = protocol.upper()
+    mechanism = env.get("RTML_SASL_MECHANISM")
+    if mechanism:
+        if mechanism.upper() not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"RTML_SASL_MECHANISM={mechanism!r} is not valid: use one of "
+                + ", ".join(SASL_MECHANISMS)
+                + "."
+            )
+        conf["sasl.mechanism"] = mechanism.upper()
+    for var, key in (
+        ("RTML_SASL_USERNAME", "sasl.username"),
+        ("RTML_SASL_PASSWORD", "sasl.password"),
+        ("RTML_SSL_CA_LOCATION", "ssl.ca.location"),
+    ):
+        if env.get(var):
+            conf[key] = env[var]
+    if "sasl.mechanism" in conf and not conf.get("security.protocol", "").startswith("SASL"):
+        raise ConfigError(
+            "RTML_SASL_MECHANISM is set but RTML_SECURITY_PROTOCOL is not SASL_SSL or "
+            "SASL_PLAINTEXT: set RTML_SECURITY_PROTOCOL=SASL_SSL."
+        )
+    return conf

@@ -1,0 +1,1 @@
+"""Reference answers to the exercises in `labs/` (the system's default implementation)."""

@@ -1,0 +1,94 @@
+"""Shared fixtures: a throw-away 3-node cluster for the whole session, always stopped.
+
+Tests that need Kafka ask for `cluster_settings` (or `local_cluster` when they kill nodes).
+The cluster starts on free ports under its own name, so it runs beside a learner's lab
+cluster; its address is exported as RTML_* variables so subprocesses (the CLI, notebooks,
+the control room) reach it too. With RTML_BOOTSTRAP_SERVERS set, that cluster is used and
+nothing local starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtml.cluster import LocalCluster, get_status
+from rtml.config import Settings
+
+FOLDER_MARKS = {"unit", "integration", "notebooks", "app", "chaos", "grading"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (tests/unit -> unit, ...), so `-m` selects by kind."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for mark in FOLDER_MARKS.intersection(parts):
+            item.add_marker(getattr(pytest.mark, mark))
+    # Tests that kill nodes run last, so the others see a cluster nobody has disturbed.
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
+
+
+def _free_base(nodes: int) -> int:
+    """A base port whose broker ports and controller ports (base+100...) are all free."""
+    for _ in range(200):
+        # Below Linux's ephemeral range (32768+), so client connections never take them.
+        base = random.randrange(20000, 32000, 10)
+        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports found for the test cluster")
+
+
+@pytest.fixture(scope="session")
+def cluster_settings() -> Iterator[Settings]:
+    """Settings of a live cluster: a fresh local one, or the external one configured."""
+    if os.environ.get("RTML_BOOTSTRAP_SERVERS"):
+        yield Settings.from_env()
+        return
+    os.environ["RTML_CLUSTER_NAME"] = f"test-{uuid.uuid4().hex[:8]}"
+    os.environ["RTML_KAFKA_PORT"] = str(_free_base(3))
+    os.environ["RTML_NODES"] = "3"
+    settings = Settings.from_env()
+    cluster = LocalCluster(settings)
+
+    def stop() -> None:
+        cluster.down(wipe=True)
+
+    atexit.register(stop)
+    try:
+        cluster.up()
+        yield settings
+    finally:
+        stop()
+        atexit.unregister(stop)
+
+
+@pytest.fixture()
+def free_base_port() -> int:
+    """A base port for one more local cluster (brokers at base+i, controllers at base+100+i)."""
+    return _free_base(3)
+
+
+@pytest.fixture()
+def local_cluster(cluster_settings: Settings) -> Iterator[LocalCluster]:
+    """The local test cluster, for tests that kill or stop nodes; whole again afterwards."""
+    if not cluster_settings.local:
+        pytest.skip("kills nodes, which needs the local cluster (RTML_BOOTSTRAP_SERVERS is set)")
+    cluster = LocalCluster(cluster_settings)
+    yield cluster
+    for node_id in cluster.nodes:
+        if not cluster.nodes[node_id].process.alive():
+            cluster.restart(node_id)
+    assert get_status(cluster_settings).brokers_up == len(cluster.nodes)
