@@ -27,6 +27,8 @@ jars: install  ## Kafka's jars from Maven Central (infra/pom.xml), cached under 
 
 lab: install  ## start the cluster and open the control room on 127.0.0.1
 	$(BIN)/rtml cluster up
+	$(BIN)/rtml topics apply
+	$(BIN)/rtml schemas register
 	$(BIN)/rtml ui
 
 ui: install  ## the control room only (the cluster must be up)

@@ -7,12 +7,17 @@ calls it, and turns an `RtmlError` into one clear sentence and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from rtml.config import Settings
+from rtml.config import Settings, project_root
 from rtml.errors import RtmlError
+
+# Subpackages that add their own subcommands: each module has
+# `add_subcommands(sub)`, whose parsers set `func(args, settings) -> int`.
+PLUGINS: tuple[str, ...] = ()
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
 _TAKES_BOOTSTRAP = {
@@ -31,12 +36,20 @@ def _cluster(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "status":
         status = get_status(settings, include_internal=args.internal)
         print(status.render())
+        if status.reachable and settings.local and not settings.schema_registry_url:
+            from rtml.cluster.registry import Registry
+
+            reg = Registry(settings).status()
+            print(
+                f"schema registry: {reg.url} "
+                + (f"UP, {reg.subjects} subjects" if reg.up else "DOWN")
+            )
         return 0 if status.reachable else 1
     cluster = LocalCluster(settings)
     if args.action == "fetch":
         print(f"Jars ready in {cluster.jars} (Java {cluster.java.major} at {cluster.java.path})")
     elif args.action == "up":
-        cluster.up(timeout=args.timeout)
+        cluster.up(timeout=args.timeout, registry=not args.no_registry)
     elif args.action == "down":
         cluster.down(wipe=args.wipe)
     elif args.action == "kill":
@@ -62,6 +75,40 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml import topics
+
+    if args.action == "docs":
+        path = project_root() / "docs" / "topics.md"
+        path.write_text(topics.docs_page())
+        print(f"Wrote {path}")
+        return 0
+    if args.action == "list":
+        print(topics.markdown_table())
+        return 0
+    checks = topics.apply(settings)
+    for c in checks:
+        print(f"  {c.name:<22} {c.state.upper()}" + "".join(f"\n      {p}" for p in c.problems))
+    drift = [c.name for c in checks if c.state == "drift"]
+    if drift:
+        print(
+            f"{len(drift)} topic(s) differ from the catalogue ({', '.join(drift)}); rtml changes "
+            "nothing that exists: fix them by hand or delete and re-apply."
+        )
+        return 1
+    print(f"{len(checks)} topics match the catalogue.")
+    return 0
+
+
+def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.schemas import register_all
+
+    for name, schema_id in register_all(settings).items():
+        print(f"  {name:<24} id {schema_id}")
+    print(f"Registered at {settings.registry_url} with BACKWARD compatibility.")
+    return 0
+
+
 def _grade(args: argparse.Namespace, settings: Settings) -> int:
     from rtml.grade import grade
 
@@ -81,8 +128,6 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:
-    from rtml.config import project_root
-
     home = project_root() / "lab_app" / "Home.py"
     cmd = [
         sys.executable,
@@ -125,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "topic with replication factor 3 accepts a write with acks=all.",
     )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    up.add_argument(
+        "--no-registry", action="store_true", help="brokers only, without the schema registry"
+    )
     actions.add_parser(
         "fetch",
         help="fetch Kafka's jars from Maven Central (once) and the JDK check",
@@ -165,6 +213,37 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the tool")
     kafka.set_defaults(func=_kafka)
 
+    topics = sub.add_parser(
+        "topics",
+        help="create or check the topic catalogue",
+        description="The topic catalogue (rtml/topics.py): apply creates missing topics and "
+        "reports drift in existing ones; list prints it; docs regenerates docs/topics.md.",
+    )
+    topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    topic_actions.add_parser(
+        "apply",
+        help="create missing topics, report drift",
+        description="Create missing topics and compare existing ones with the catalogue "
+        "(partitions, replication factor, configs); exit 1 on drift.",
+    )
+    topic_actions.add_parser("list", help="print the catalogue", description="Print the catalogue.")
+    topic_actions.add_parser(
+        "docs", help="write docs/topics.md", description="Regenerate docs/topics.md."
+    )
+    topics.set_defaults(func=_topics)
+
+    schemas = sub.add_parser(
+        "schemas",
+        help="register every topic's Avro schema",
+        description="Register the Avro schema of every topic (subject <topic>-value) with "
+        "BACKWARD compatibility; idempotent.",
+    )
+    schema_actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    schema_actions.add_parser(
+        "register", help="register all schemas", description="Register all schemas."
+    )
+    schemas.set_defaults(func=_schemas)
+
     grade = sub.add_parser(
         "grade",
         help="grade your lab exercises for one week",
@@ -192,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop_all.add_argument("--wipe", action="store_true", help="also delete data and logs")
     stop_all.set_defaults(func=_down)
+    for name in PLUGINS:
+        importlib.import_module(name).add_subcommands(sub)
     return parser
 
 

@@ -7,11 +7,13 @@ connection errors: while a node is down those are expected and would bury the re
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from rtml.config import Settings
+from rtml.errors import RtmlError
 
 QUIET = logging.getLogger("rtml.kafka.quiet")
 QUIET.addHandler(logging.NullHandler())
@@ -31,3 +33,24 @@ def durable_producer(settings: Settings, quiet: bool = False, **overrides: objec
     if quiet:
         conf["logger"] = QUIET
     return Producer(conf)
+
+
+def create_missing_topics(settings: Settings, topics: Sequence[NewTopic]) -> list[str]:
+    """Create each topic that does not exist yet; return the names created.
+
+    A topic created meanwhile by someone else counts as existing, not as an error.
+    """
+    client = admin(settings, timeout=10)  # keep a reference: a collected client cancels futures
+    existing = client.list_topics(timeout=10).topics
+    wanted = [t for t in topics if t.topic not in existing]
+    if not wanted:
+        return []
+    created = []
+    for name, fut in client.create_topics(wanted, operation_timeout=30).items():
+        try:
+            fut.result(timeout=60)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RtmlError(f"Topic {name} could not be created: {exc.args[0].str()}.") from exc
+    return created

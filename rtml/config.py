@@ -32,6 +32,8 @@ ENV_VARS = (
     "RTML_NODES",
     "RTML_KAFKA_HEAP",
     "RTML_JAVA",
+    "RTML_REGISTRY_PORT",
+    "RTML_CONNECT_PORT",
     "RTML_UI_ADDRESS",
     "RTML_UI_PORT",
 )
@@ -62,6 +64,8 @@ class Settings:
     nodes: int = 3
     kafka_heap: str = "512m"
     java: Path | None = None
+    registry_port: int = 8080
+    connect_port: int = 8083
     ui_address: str = "127.0.0.1"
     ui_port: int = 8501
 
@@ -113,6 +117,8 @@ class Settings:
             nodes=_int(env, "RTML_NODES", 3, 1, 9),
             kafka_heap=heap,
             java=Path(java) if java else None,
+            registry_port=_int(env, "RTML_REGISTRY_PORT", 8080, 1024, 65535),
+            connect_port=_int(env, "RTML_CONNECT_PORT", 8083, 1024, 65535),
             ui_address=ui_address,
             ui_port=_int(env, "RTML_UI_PORT", 8501, 1024, 65535),
         )
@@ -150,6 +156,18 @@ class Settings:
         if self.bootstrap_servers:
             return self.bootstrap_servers
         return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in self.node_ids)
+
+    @property
+    def registry_url(self) -> str:
+        """The Confluent-compatible registry API: the configured one or the local Apicurio's."""
+        if self.schema_registry_url:
+            return self.schema_registry_url
+        return f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7"
+
+    @property
+    def connect_url(self) -> str:
+        """The REST API of the local Kafka Connect worker."""
+        return f"http://127.0.0.1:{self.connect_port}"
 
     def client_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka settings that reach the cluster, plus `overrides` (dots spelled as '_')."""

@@ -36,11 +36,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _free_base(nodes: int) -> int:
-    """A base port whose broker ports and controller ports (base+100...) are all free."""
+    """A base port with free brokers (base+i), controllers (base+100+i), registry (base+200,
+    its health port +1) and Connect (base+300)."""
     for _ in range(200):
         # Below Linux's ephemeral range (32768+), so client connections never take them.
         base = random.randrange(20000, 32000, 10)
         ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
+        ports += [base + 200, base + 201, base + 300]
         try:
             for port in ports:
                 with socket.socket() as sock:
@@ -58,7 +60,10 @@ def cluster_settings() -> Iterator[Settings]:
         yield Settings.from_env()
         return
     os.environ["RTML_CLUSTER_NAME"] = f"test-{uuid.uuid4().hex[:8]}"
-    os.environ["RTML_KAFKA_PORT"] = str(_free_base(3))
+    base = _free_base(3)
+    os.environ["RTML_KAFKA_PORT"] = str(base)
+    os.environ["RTML_REGISTRY_PORT"] = str(base + 200)
+    os.environ["RTML_CONNECT_PORT"] = str(base + 300)
     os.environ["RTML_NODES"] = "3"
     settings = Settings.from_env()
     cluster = LocalCluster(settings)

@@ -1,7 +1,13 @@
-"""Copy the pinned Java dependencies (infra/pom.xml) from Maven Central into a cache, once."""
+"""Fetch the pinned Java parts from Maven Central into a cache, once.
+
+Two poms: infra/pom.xml (Kafka's jars, copied) and infra/registry/pom.xml (the Apicurio
+Registry server, unpacked). Each lands in a folder named after the pom's hash, so editing
+a pom fetches afresh and an unchanged one is never fetched twice.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -14,6 +20,7 @@ from rtml.cluster.java import SYSTEM_TRUST_STORE, Java
 from rtml.config import Settings, project_root
 
 POM = project_root() / "infra" / "pom.xml"
+REGISTRY_POM = project_root() / "infra" / "registry" / "pom.xml"
 _DONE = ".complete"
 
 
@@ -25,14 +32,33 @@ def jar_dir(settings: Settings, pom: Path = POM) -> Path:
     return settings.jar_cache / digest
 
 
-def ensure_jars(settings: Settings, java: Java, log=print, pom: Path = POM) -> Path:
-    """Return the folder holding every jar of the pom, running Maven only if it is not cached."""
+def ensure_jars(settings: Settings, java: Java, log=print) -> Path:
+    """The folder holding every jar of Kafka's pom, running Maven only if it is not cached."""
+    return _fetch(settings, java, POM, "dependency:copy-dependencies", "Kafka's jars", log)
+
+
+def ensure_registry(settings: Settings, java: Java, log=print) -> Path:
+    """The folder holding the unpacked Apicurio Registry server (about 170 MB, fetched once)."""
+    return _fetch(settings, java, REGISTRY_POM, "dependency:unpack", "Apicurio Registry", log)
+
+
+def _fetch(settings: Settings, java: Java, pom: Path, goal: str, what: str, log) -> Path:
     target = jar_dir(settings, pom)
     if (target / _DONE).is_file():
         return target
-    maven, env = _maven(java)
-    log(f"Fetching Kafka's jars from Maven Central into {target} (once; reused afterwards) ...")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Two commands starting at once (a lab cluster and a test run) must not both fetch:
+    # the second waits for the first and then finds the cache complete.
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / _DONE).is_file():
+            _run_maven(java, pom, goal, what, target, log)
+    return target
+
+
+def _run_maven(java: Java, pom: Path, goal: str, what: str, target: Path, log) -> None:
+    maven, env = _maven(java)
+    log(f"Fetching {what} from Maven Central into {target} (once; reused afterwards) ...")
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
     cmd = [
         *maven,
@@ -40,7 +66,7 @@ def ensure_jars(settings: Settings, java: Java, log=print, pom: Path = POM) -> P
         "-B",
         "-f",
         str(pom),
-        "dependency:copy-dependencies",
+        goal,
         f"-DoutputDirectory={staging}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -51,11 +77,10 @@ def ensure_jars(settings: Settings, java: Java, log=print, pom: Path = POM) -> P
             f"Maven could not fetch the jars in {pom} (exit {result.returncode}); check that Maven "
             f"Central is reachable, then retry. Maven said:\n{tail}"
         )
-    (staging / _DONE).write_text("\n".join(sorted(p.name for p in staging.glob("*.jar"))) + "\n")
+    (staging / _DONE).write_text("\n".join(sorted(p.name for p in staging.iterdir())) + "\n")
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    return target
 
 
 def classpath(jars: Path) -> str:

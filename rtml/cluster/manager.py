@@ -19,11 +19,12 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from rtml.clients import admin, durable_producer
+from rtml.clients import admin, create_missing_topics, durable_producer
 from rtml.cluster.errors import ClusterError
 from rtml.cluster.jars import classpath, ensure_jars
 from rtml.cluster.java import Java, find_java
 from rtml.cluster.node import Node
+from rtml.cluster.registry import Registry
 from rtml.cluster.status import get_status
 from rtml.config import Settings
 
@@ -77,8 +78,9 @@ class LocalCluster:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def up(self, timeout: float = 120.0) -> None:
-        """Format (first time) and start every node, then wait until the cluster takes writes."""
+    def up(self, timeout: float = 120.0, registry: bool = True) -> None:
+        """Format (first time) and start every node, wait until the cluster takes writes, then
+        start the schema registry (unless `registry` is False or an external one is set)."""
         started = time.monotonic()
         to_start = [n for n, node in self.nodes.items() if not node.process.alive()]
         self._check_ports(to_start)
@@ -92,14 +94,19 @@ class LocalCluster:
             self._start(self.nodes[n])
         self.wait_ready(timeout)
         self.ensure_probe()
+        if registry and not self.settings.schema_registry_url:
+            Registry(self.settings, log=self.log).up()
         self.log(
             f"Cluster up in {time.monotonic() - started:.1f} s: {len(self.nodes)} nodes at "
-            f"{self.settings.bootstrap}\n  data and logs: {self.settings.cluster_dir}/node-N/"
+            f"{self.settings.bootstrap}\n  schema registry: {self.settings.registry_url}"
+            f"\n  data and logs: {self.settings.cluster_dir}/node-N/"
             "{data,logs}\n  stop it with: rtml cluster down"
         )
 
     def down(self, wipe: bool = False) -> None:
         """Stop every node cleanly (SIGTERM, then SIGKILL after a grace period); optionally wipe."""
+        if not self.settings.schema_registry_url:
+            Registry(self.settings, log=self.log).down()
         alive = [node for node in self.nodes.values() if node.process.alive()]
         for node in alive:
             node.process.signal(15)
@@ -171,19 +178,8 @@ class LocalCluster:
     def ensure_probe(self) -> None:
         """Create the probe topic (RF 3, min ISR 2) if needed and write one record with acks=all."""
         rf = min(3, len(self.nodes))
-        client = admin(self.settings, timeout=10)
-        if PROBE_TOPIC not in client.list_topics(timeout=10).topics:
-            topic = NewTopic(
-                PROBE_TOPIC,
-                num_partitions=3,
-                replication_factor=rf,
-                config={"min.insync.replicas": str(min(2, rf))},
-            )
-            try:
-                client.create_topics([topic], operation_timeout=30)[PROBE_TOPIC].result(timeout=60)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise ClusterError(f"The probe topic could not be created: {exc}.") from exc
+        config = {"min.insync.replicas": str(min(2, rf))}
+        create_missing_topics(self.settings, [NewTopic(PROBE_TOPIC, 3, rf, config=config)])
         producer = durable_producer(self.settings, quiet=True, message_timeout_ms=30000)
         errors: list[str] = []
         producer.produce(

@@ -33,6 +33,8 @@ def test_cli_status_reports_controller_and_isr(cluster_settings):
     assert "brokers: 3 of 3 up" in out.stdout
     assert "controller: node" in out.stdout
     assert PROBE_TOPIC in out.stdout and "0 under-replicated" in out.stdout
+    if cluster_settings.local:
+        assert f"schema registry: {cluster_settings.registry_url} UP" in out.stdout
 
 
 def test_kafkas_topic_tool_describes_the_probe_topic(cluster_settings):
