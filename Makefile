@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install jars lab ui down test test-unit lint format grade bench clean
+.PHONY: help install browser jars lab ui down test test-unit screenshots lint format grade bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+browser:  ## Chromium for the browser tests (Debian's package; Playwright drives it)
+	@test -x /usr/bin/chromium || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "Installing Chromium with apt-get (for the control room's browser tests) ..."; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium > /dev/null; }
 
 jars: install  ## Kafka's jars from Maven Central (infra/pom.xml), cached under .rtml/jars
 	$(BIN)/rtml cluster fetch
@@ -37,13 +44,16 @@ ui: install  ## the control room only (the cluster must be up)
 down: install  ## stop everything rtml started
 	$(BIN)/rtml down
 
-test: install  ## every test, on a throw-away cluster that is always stopped
+test: install browser  ## every test, on a throw-away cluster that is always stopped
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; \
 	exit $$rc
 
 test-unit: install  ## tests that need no broker
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+screenshots: install browser  ## refresh docs/img from the browser tests
+	RTML_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/app/test_browser.py
 
 lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
