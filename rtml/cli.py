@@ -17,7 +17,7 @@ from rtml.errors import RtmlError
 
 # Subpackages that add their own subcommands: each module has
 # `add_subcommands(sub)`, whose parsers set `func(args, settings) -> int`.
-PLUGINS: tuple[str, ...] = ()
+PLUGINS: tuple[str, ...] = ("rtml.observe.cli",)
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
 _TAKES_BOOTSTRAP = {
@@ -287,3 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`rtml cluster status | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -17,6 +17,24 @@ class PartitionKey(Protocol):
     def __call__(self, transaction: Mapping[str, Any]) -> bytes: ...
 
 
+class PartitionLag(Protocol):
+    """Week 1: how many records of one partition a consumer group has not read yet."""
+
+    def __call__(self, committed: int | None, log_start: int, log_end: int) -> int: ...
+
+
+class ProducerConfig(Protocol):
+    """Week 1: librdkafka settings for a producer that loses nothing and still goes fast."""
+
+    def __call__(self) -> dict[str, Any]: ...
+
+
+class EvolveSchema(Protocol):
+    """Week 1: a new version of an Avro record schema that old consumers can still read."""
+
+    def __call__(self, schema: dict[str, Any], field: str) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -37,6 +55,16 @@ _TXN = {"transaction_id": 7, "customer_id": 42, "terminal_id": 1234, "tx_amount"
 
 EXERCISES: tuple[Exercise, ...] = (
     Exercise(1, "partitioning", "partition_key", PartitionKey, (_TXN,), bytes),
+    Exercise(1, "lag", "partition_lag", PartitionLag, (40, 0, 100), int),
+    Exercise(1, "producer", "durable_fast_config", ProducerConfig, (), dict),
+    Exercise(
+        1,
+        "evolution",
+        "add_optional_field",
+        EvolveSchema,
+        ({"type": "record", "name": "T", "fields": [{"name": "a", "type": "long"}]}, "channel"),
+        dict,
+    ),
 )
 
 ExerciseFn = Callable[..., Any]

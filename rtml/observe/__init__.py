@@ -1,0 +1,1 @@
+"""Observability: how far consumer groups are behind and whether that is a problem."""
