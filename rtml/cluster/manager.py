@@ -104,7 +104,14 @@ class LocalCluster:
         )
 
     def down(self, wipe: bool = False) -> None:
-        """Stop every node cleanly (SIGTERM, then SIGKILL after a grace period); optionally wipe."""
+        """Stop every node cleanly (SIGTERM, then SIGKILL after a grace period); optionally wipe.
+
+        The cluster's clients that rtml started go first: the Connect worker (it would
+        otherwise retry against absent brokers forever) and the schema registry."""
+        from rtml.connect.worker import Worker  # rtml.connect imports the cluster package
+
+        if Worker(self.settings, log=self.log).down():
+            self.log("Kafka Connect stopped.")
         if not self.settings.schema_registry_url:
             Registry(self.settings, log=self.log).down()
         alive = [node for node in self.nodes.values() if node.process.alive()]
