@@ -17,7 +17,12 @@ from rtml.errors import RtmlError
 
 # Subpackages that add their own subcommands: each module has
 # `add_subcommands(sub)`, whose parsers set `func(args, settings) -> int`.
-PLUGINS: tuple[str, ...] = ("rtml.observe.cli", "rtml.simulate.cli", "rtml.connect.cli")
+PLUGINS: tuple[str, ...] = (
+    "rtml.observe.cli",
+    "rtml.simulate.cli",
+    "rtml.connect.cli",
+    "rtml.features.cli",
+)
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
 _TAKES_BOOTSTRAP = {

@@ -35,6 +35,14 @@ class EvolveSchema(Protocol):
     def __call__(self, schema: dict[str, Any], field: str) -> dict[str, Any]: ...
 
 
+class CustomerWindow(Protocol):
+    """Week 2: (count, mean amount) of a customer's transactions in (now - days, now]."""
+
+    def __call__(
+        self, times: list[int], amounts: list[float], now_ms: int, days: int
+    ) -> tuple[int, float]: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -64,6 +72,14 @@ EXERCISES: tuple[Exercise, ...] = (
         EvolveSchema,
         ({"type": "record", "name": "T", "fields": [{"name": "a", "type": "long"}]}, "channel"),
         dict,
+    ),
+    Exercise(
+        2,
+        "windows",
+        "customer_window",
+        CustomerWindow,
+        ([0, 86_400_000], [10.0, 30.0], 86_400_000, 1),
+        tuple,
     ),
 )
 

@@ -83,6 +83,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "features", "customer_id", "each transaction with its real-time features", retention_ms=KEEP
     ),
     _spec(
+        "windows",
+        "customer_id or terminal_id",
+        "live window results (tumbling, hopping, sliding, session, count) as JSON",
+        retention_ms=str(7 * DAY_MS),
+    ),
+    _spec(
         "predictions",
         "transaction_id",
         "score, decision, model version, stage timestamps",

@@ -1,0 +1,235 @@
+"""The labels as a global table: every terminal's fraud labels, in every feature-app process.
+
+Terminal risk at event time t counts the labels known at t. Labels are keyed by transaction
+and spread over 6 partitions; transactions reach the terminal stage through a repartition
+topic fed from 6 other partitions, each at its own pace. If labels went through a keyed,
+partitioned join, whether a label with label time just before t was read before the
+transaction at t would depend on which partition happened to be fetched first: the feature
+would differ from run to run. A *global table* (Kafka Streams' GlobalKTable) avoids that:
+each process reads all label partitions itself and, before it computes the features of a
+transaction at t, reads labels until every label partition is past t (or at its end). The
+result is the same on every run and equals the batch definition.
+
+The table is rebuilt from the labels topic when a process starts (it seeks by timestamp to
+the oldest label any window can still need), so it needs no changelog: the topic is the
+changelog. The cost is memory (a month of labels, about 36 MB for the default history) and
+one consumer per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from rtml.config import Settings
+from rtml.features.definitions import MS_PER_DAY, WINDOW_DAYS, terminal_window
+from rtml.features.errors import FeatureError
+from rtml.schemas import SchemaError
+from rtml.schemas.wire import WireDeserializer
+
+log = logging.getLogger(__name__)
+_BATCH = 2000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+@dataclass
+class _Terminal:
+    """One terminal's known labels, sorted by the labelled transaction's time."""
+
+    times: list[int] = field(default_factory=list)
+    frauds: list[int] = field(default_factory=list)
+
+
+class LabelTable:
+    """Fraud labels per terminal, read from the `labels` topic up to the time asked for."""
+
+    def __init__(self, settings: Settings, topic: str = "labels", wait_s: float = 5.0) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.wait_s = wait_s
+        self.decode = WireDeserializer.for_topic(settings, "labels")
+        self.terminals: dict[int, _Terminal] = defaultdict(_Terminal)
+        self.labels_read = 0
+        self.bad_labels = 0
+        self.stale_reads = 0  # catch-ups that gave up waiting (the feature may miss labels)
+        self._consumer: Consumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._last_label_time: dict[int, int] = {}
+        self._horizon = 0
+
+    def start(self, first_event_ms: int) -> None:
+        """Assign every label partition from the oldest label a window at `first_event_ms`
+        can need (labels are timestamped with their label time); `first_event_ms` must be
+        the earliest event time the app may still process (see `resume_time`)."""
+        conf = {
+            "bootstrap.servers": self.settings.bootstrap,
+            # Assigned, never subscribed, never committed: the group id only names the client.
+            "group.id": f"rtml-features-labels-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            # Fetches return at once when caught up, so the high watermark stays fresh.
+            "fetch.wait.max.ms": 20,
+            **self.settings.security,
+        }
+        consumer = Consumer(conf, logger=logging.getLogger("rtml.features.labels.client"))
+        try:
+            meta = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            if meta.error is not None:
+                raise FeatureError(
+                    f"The feature app reads labels from topic {self.topic}, which the cluster "
+                    f"does not have ({meta.error.str()}): run `rtml topics apply`."
+                )
+            since = first_event_ms - max(WINDOW_DAYS) * MS_PER_DAY
+            wanted = [TopicPartition(self.topic, p, since) for p in sorted(meta.partitions)]
+            starts = consumer.offsets_for_times(wanted, timeout=10)
+        except KafkaException as exc:
+            consumer.close()
+            raise FeatureError(
+                f"The feature app cannot read topic {self.topic} at {self.settings.bootstrap} "
+                f"({exc}): is the cluster up (`rtml cluster status`)?"
+            ) from exc
+        self._partitions = [
+            TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            for tp in starts
+        ]
+        consumer.assign(self._partitions)
+        self._consumer = consumer
+        self._last_label_time = {tp.partition: -1 for tp in self._partitions}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def catch_up(self, now_ms: int) -> bool:
+        """Read labels until each partition is past `now_ms` or at its end; False on timeout.
+
+        A label sits in its partition in label-time order, so once a partition shows a label
+        later than `now_ms`, every label of that partition known at `now_ms` has been read.
+        """
+        if self._consumer is None:
+            self.start(now_ms)
+        deadline = time.monotonic() + self.wait_s
+        while not self._caught_up(now_ms):
+            if time.monotonic() > deadline:
+                self.stale_reads += 1
+                log.warning(
+                    "Labels were not read up to %d within %.1f s; terminal risk may miss some.",
+                    now_ms,
+                    self.wait_s,
+                )
+                return False
+            self._read(timeout=0.05)
+        return True
+
+    def window(self, terminal_id: int, now_ms: int, days: int) -> tuple[int, float]:
+        """(count, risk) of `terminal_id`'s labelled transactions in the window ending a
+        week before `now_ms` (see `definitions.terminal_window`)."""
+        known = self.terminals.get(terminal_id)
+        if known is None:
+            return 0, 0.0
+        return terminal_window(known.times, known.frauds, now_ms, days)
+
+    def forget_before(self, horizon_ms: int) -> None:
+        """Drop labels of transactions older than `horizon_ms` (no window needs them)."""
+        if horizon_ms <= self._horizon + MS_PER_DAY:
+            return  # prune at most once per day of event time: it walks every terminal
+        self._horizon = horizon_ms
+        for terminal in self.terminals.values():
+            cut = bisect_right(terminal.times, horizon_ms)
+            if cut:
+                del terminal.times[:cut]
+                del terminal.frauds[:cut]
+
+    def _caught_up(self, now_ms: int) -> bool:
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in self._partitions:
+            if self._last_label_time[tp.partition] > now_ms:
+                continue
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            position = consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
+            if high < 0 or position < 0 or position < high:
+                return False
+        return True
+
+    def _read(self, timeout: float) -> None:
+        assert self._consumer is not None
+        for msg in self._consumer.consume(_BATCH, timeout=timeout):
+            if msg.error() is not None:
+                log.warning("Label consumer: %s", msg.error())
+                continue
+            try:
+                label = self.decode(msg.value())
+            except SchemaError as exc:
+                # Not a label this table can use; the labels producer is not a stage with a
+                # DLQ of its own, so count it and say so once per record.
+                self.bad_labels += 1
+                log.warning(
+                    "Skipped label at %s[%d]@%d: %s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    exc,
+                )
+                continue
+            known = self.terminals[label["terminal_id"]]
+            tx_ms = to_millis(label["tx_datetime"])
+            at = bisect_right(known.times, tx_ms)
+            known.times.insert(at, tx_ms)
+            known.frauds.insert(at, int(label["tx_fraud"]))
+            self._last_label_time[msg.partition()] = msg.timestamp()[1]
+            self.labels_read += 1
+
+
+def resume_time(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """The earliest record timestamp `group` will process next on `topics`, or None if it has
+    read everything. Records of one partition are in event-time order, so the record at each
+    committed offset (or the log start, without a commit) is the oldest still to come there.
+    """
+    conf = {
+        "bootstrap.servers": settings.bootstrap,
+        "group.id": group,  # read the group's commits; this consumer never joins it
+        "enable.auto.commit": False,
+        **settings.security,
+    }
+    consumer = Consumer(conf, logger=logging.getLogger("rtml.features.labels.client"))
+    try:
+        meta = consumer.list_topics(timeout=10).topics
+        wanted = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
+        if not wanted:
+            return None
+        earliest: int | None = None
+        for tp in consumer.committed(wanted, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            offset = tp.offset if tp.offset >= 0 else low
+            if offset >= high:
+                continue
+            consumer.assign([TopicPartition(tp.topic, tp.partition, max(offset, low))])
+            msg = consumer.poll(10)
+            if msg is not None and msg.error() is None:
+                ts = msg.timestamp()[1]
+                earliest = ts if earliest is None else min(earliest, ts)
+        return earliest
+    except KafkaException as exc:
+        raise FeatureError(
+            f"The feature app cannot read the offsets of group {group} ({exc}): "
+            "is the cluster up (`rtml cluster status`)?"
+        ) from exc
+    finally:
+        consumer.close()
+
+
+def to_millis(value: datetime | int) -> int:
+    """fastavro reads timestamp-millis as an aware datetime; features work in exact ms."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // _ONE_MS
+    return int(value)
