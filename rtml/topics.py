@@ -87,6 +87,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "customer_id or terminal_id",
         "live window results (tumbling, hopping, sliding, session, count) as JSON",
         retention_ms=str(7 * DAY_MS),
+        # Window results of replayed history carry 2018 timestamps, which a 7-day retention
+        # would delete at once; the broker stamps them on arrival instead.
+        message_timestamp_type="LogAppendTime",
     ),
     _spec(
         "predictions",

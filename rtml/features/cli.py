@@ -15,6 +15,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = FeatureOptions(
+        group=args.group,
         guarantee=args.guarantee,
         commit_interval=args.commit_interval,
         grace_ms=int(args.grace * 1000),
@@ -79,6 +80,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         default=60.0,
         help="seconds a customer's transaction may arrive out of order before it counts as "
         "late (default 60)",
+    )
+    run.add_argument(
+        "--group", default="rtml-features", help="consumer group (default rtml-features)"
     )
     run.add_argument("--instance", default="0", help="instance name: its own state folder")
     run.add_argument(
