@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     feature_app = FeatureApp(settings, options)
     print(
         f"Feature app instance {options.instance} in group {options.group} "
-        f"({options.guarantee}, commit every {options.commit_interval:g} s); Ctrl-C stops it.",
+        f"({options.guarantee}, commit every {feature_app.commit_interval:g} s); Ctrl-C stops it.",
         flush=True,
     )
     stop = threading.Event()
@@ -70,9 +70,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--commit-interval",
         type=float,
-        default=0.1,
         help="seconds between commits; under exactly-once output is visible only after one "
-        "(default 0.1)",
+        "(default 1 for at-least-once, 0.1 for exactly-once)",
     )
     run.add_argument(
         "--grace",
