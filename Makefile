@@ -32,10 +32,11 @@ browser:  ## Chromium for the browser tests (Debian's package; Playwright drives
 jars: install  ## Kafka's jars from Maven Central (infra/pom.xml), cached under .rtml/jars
 	$(BIN)/rtml cluster fetch
 
-lab: install  ## start the cluster and open the control room on 127.0.0.1
+lab: install  ## start the cluster and the live simulator, open the control room on 127.0.0.1
 	$(BIN)/rtml cluster up
 	$(BIN)/rtml topics apply
 	$(BIN)/rtml schemas register
+	$(BIN)/rtml services up
 	$(BIN)/rtml ui
 
 ui: install  ## the control room only (the cluster must be up)
@@ -66,6 +67,9 @@ format: install  ## ruff fix and format
 grade: install  ## grade your lab: make grade WEEK=1
 	@test -n "$(WEEK)" || { echo "make grade: say which week, e.g. make grade WEEK=1"; exit 2; }
 	$(BIN)/rtml grade week$(WEEK)
+
+bench: install  ## benchmarks -> docs/benchmarks.md
+	$(BIN)/python -m bench.producer
 
 clean:  ## remove the venv and caches (not the cluster: use make down first)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

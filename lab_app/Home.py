@@ -6,5 +6,6 @@ st.set_page_config(page_title="rtml control room", page_icon=":material/hub:", l
 
 pages = [
     st.Page("pages/cluster.py", title="Cluster", icon=":material/dns:", default=True),
+    st.Page("pages/flow.py", title="Flow", icon=":material/timeline:"),
 ]
 st.navigation(pages).run()

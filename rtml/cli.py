@@ -22,6 +22,7 @@ PLUGINS: tuple[str, ...] = (
     "rtml.simulate.cli",
     "rtml.connect.cli",
     "rtml.features.cli",
+    "rtml.services.cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
@@ -128,7 +129,11 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
     if settings.local:
         LocalCluster(settings).down(wipe=args.wipe)
     else:
-        print("An external cluster is configured (RTML_BOOTSTRAP_SERVERS); nothing local to stop.")
+        from rtml import services
+
+        # The services run here even against an external cluster; the cluster is not ours.
+        services.down(settings)
+        print("An external cluster is configured (RTML_BOOTSTRAP_SERVERS); it keeps running.")
     return 0
 
 

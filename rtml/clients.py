@@ -28,8 +28,16 @@ def admin(settings: Settings, timeout: float = 5.0, **overrides: object) -> Admi
 
 
 def durable_producer(settings: Settings, quiet: bool = False, **overrides: object) -> Producer:
-    """A producer that loses nothing it acknowledged: acks=all and idempotence."""
-    conf = settings.client_config(acks="all", enable_idempotence=True, **overrides)
+    """A producer that loses nothing it acknowledged: acks=all and idempotence.
+
+    It hashes keys with murmur2, as Kafka's Java clients do (librdkafka's default is CRC32),
+    so a key lands in the same partition whoever writes it: joins rely on that."""
+    defaults: dict[str, object] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "partitioner": "murmur2_random",
+    }
+    conf = settings.client_config(**{**defaults, **overrides})
     if quiet:
         conf["logger"] = QUIET
     return Producer(conf)

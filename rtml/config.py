@@ -7,6 +7,7 @@ fails here, at start-up, with one sentence that names the variable and what it a
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -36,12 +37,19 @@ ENV_VARS = (
     "RTML_CONNECT_PORT",
     "RTML_UI_ADDRESS",
     "RTML_UI_PORT",
+    "RTML_LIVE_RATE",
 )
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 _HEAP = re.compile(r"^[1-9][0-9]*[mMgG]$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+# Security variables copied as they are into librdkafka settings.
+_SECURITY_VARS = (
+    ("RTML_SASL_USERNAME", "sasl.username"),
+    ("RTML_SASL_PASSWORD", "sasl.password"),
+    ("RTML_SSL_CA_LOCATION", "ssl.ca.location"),
+)
 
 
 def project_root() -> Path:
@@ -68,6 +76,7 @@ class Settings:
     connect_port: int = 8083
     ui_address: str = "127.0.0.1"
     ui_port: int = 8501
+    live_rate: float = 20.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +130,7 @@ class Settings:
             connect_port=_int(env, "RTML_CONNECT_PORT", 8083, 1024, 65535),
             ui_address=ui_address,
             ui_port=_int(env, "RTML_UI_PORT", 8501, 1024, 65535),
+            live_rate=_rate(env, "RTML_LIVE_RATE", 20.0, 100_000.0),
         )
 
     @property
@@ -169,6 +179,32 @@ class Settings:
         """The REST API of the local Kafka Connect worker."""
         return f"http://127.0.0.1:{self.connect_port}"
 
+    def to_env(self) -> dict[str, str]:
+        """The RTML_* variables that give these settings again, for a process rtml starts."""
+        env = {
+            "RTML_HOME": str(self.home),
+            "RTML_CLUSTER_NAME": self.cluster_name,
+            "RTML_IMPL": self.impl,
+            "RTML_KAFKA_PORT": str(self.kafka_port),
+            "RTML_NODES": str(self.nodes),
+            "RTML_KAFKA_HEAP": self.kafka_heap,
+            "RTML_REGISTRY_PORT": str(self.registry_port),
+            "RTML_CONNECT_PORT": str(self.connect_port),
+            "RTML_UI_ADDRESS": self.ui_address,
+            "RTML_UI_PORT": str(self.ui_port),
+            "RTML_LIVE_RATE": repr(self.live_rate),
+        }
+        optional = {
+            "RTML_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "RTML_SCHEMA_REGISTRY_URL": self.schema_registry_url,
+            "RTML_JAVA": str(self.java) if self.java else None,
+            "RTML_SECURITY_PROTOCOL": self.security.get("security.protocol"),
+            "RTML_SASL_MECHANISM": self.security.get("sasl.mechanism"),
+            **{var: self.security.get(key) for var, key in _SECURITY_VARS},
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env
+
     def client_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka settings that reach the cluster, plus `overrides` (dots spelled as '_')."""
         conf: dict[str, object] = {"bootstrap.servers": self.bootstrap, **self.security}
@@ -188,6 +224,22 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         ) from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is out of range: use a number between {low} and {high}.")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= high:  # also refuses nan and inf
+        raise ConfigError(
+            f"{name}={raw!r} is not a rate: use a number of records per second "
+            f"above 0 and at most {high:,.0f}, like {default:g}."
+        )
     return value
 
 
@@ -212,11 +264,7 @@ def _security(env: Mapping[str, str]) -> dict[str, str]:
                 + "."
             )
         conf["sasl.mechanism"] = mechanism.upper()
-    for var, key in (
-        ("RTML_SASL_USERNAME", "sasl.username"),
-        ("RTML_SASL_PASSWORD", "sasl.password"),
-        ("RTML_SSL_CA_LOCATION", "ssl.ca.location"),
-    ):
+    for var, key in _SECURITY_VARS:
         if env.get(var):
             conf[key] = env[var]
     if "sasl.mechanism" in conf and not conf.get("security.protocol", "").startswith("SASL"):

@@ -117,6 +117,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         retention_ms=KEEP,
     ),
     _spec(
+        "transactions.labelled",
+        "transaction_id",
+        "each transaction joined with its fraud label (a stream-stream join) as JSON",
+        retention_ms=KEEP,
+    ),
+    _spec(
         "transactions.late",
         "customer_id",
         "transactions that arrived after their window closed",

@@ -106,10 +106,13 @@ class LocalCluster:
     def down(self, wipe: bool = False) -> None:
         """Stop every node cleanly (SIGTERM, then SIGKILL after a grace period); optionally wipe.
 
-        The cluster's clients that rtml started go first: the Connect worker (it would
-        otherwise retry against absent brokers forever) and the schema registry."""
-        from rtml.connect.worker import Worker  # rtml.connect imports the cluster package
+        The cluster's clients that rtml started go first: the background services (so they
+        flush what they produced), the Connect worker (it would otherwise retry against absent
+        brokers forever) and the schema registry."""
+        from rtml import services  # both import the cluster package
+        from rtml.connect.worker import Worker
 
+        services.down(self.settings, log=self.log)
         if Worker(self.settings, log=self.log).down():
             self.log("Kafka Connect stopped.")
         if not self.settings.schema_registry_url:

@@ -8,8 +8,10 @@ sinks) and writes the reference files the sources load.
 from rtml.connect.connectors import (
     DEFINITIONS,
     audit_file,
+    audit_lines,
     create_connector,
     reference_file,
+    reload_source,
     write_reference_file,
     write_reference_files,
 )
@@ -23,8 +25,10 @@ __all__ = [
     "Worker",
     "WorkerStatus",
     "audit_file",
+    "audit_lines",
     "create_connector",
     "reference_file",
+    "reload_source",
     "write_reference_file",
     "write_reference_files",
 ]

@@ -40,6 +40,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from rtml.config import Settings
 from rtml.connect.rest import ConnectClient, ConnectError
+from rtml.poll import until
 from rtml.schemas import SCHEMAS, load_schema, registry_client, subject
 
 if TYPE_CHECKING:
@@ -69,6 +70,18 @@ def reference_file(settings: Settings, topic: str) -> Path:
 def audit_file(settings: Settings, topic: str) -> Path:
     """The text file the `<topic>-audit` connector appends to."""
     return connect_dir(settings) / "audit" / f"{topic}.log"
+
+
+def audit_lines(settings: Settings, topic: str) -> int:
+    """Lines the `<topic>-audit` sink has written so far (0 before its first flush).
+
+    Counted in 1 MB blocks, so watching a file of millions of lines stays cheap.
+    """
+    path = audit_file(settings, topic)
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def apicurio_url(settings: Settings) -> str:
@@ -245,7 +258,49 @@ def create_connector(
     settings: Settings, name: str, client: ConnectClient | None = None
 ) -> dict[str, str]:
     """Create (or update) the defined connector `name` after checking what it needs exists."""
+    config = _checked_config(settings, definition(name))
+    (client or ConnectClient(settings.connect_url)).create(name, config)
+    return config
+
+
+def reload_source(
+    settings: Settings, name: str, client: ConnectClient | None = None, timeout: float = 60.0
+) -> dict[str, str]:
+    """Create or update source connector `name` and make it read its file from the first line.
+
+    A file source remembers how far it read as a source offset in Kafka, kept across worker
+    restarts and even across deleting and re-creating the connector, so a rewritten reference
+    file would not be read again. So the connector is stopped (or created stopped), its
+    offsets are deleted (Kafka 3.6+, KIP-875), and it is resumed.
+    """
     spec = definition(name)
+    if spec.kind != "source":
+        raise ConnectError(f"{name} is a {spec.kind} connector: only a source reads a file.")
+    config = _checked_config(settings, spec)
+    client = client or ConnectClient(settings.connect_url)
+    if name in client.connectors():
+        client.create(name, config)
+        client.stop(name)
+    else:
+        client.create_stopped(name, config)
+    until(lambda: _state(client, name) == "STOPPED", timeout, f"connector {name} to stop", 0.2)
+    client.reset_offsets(name)
+    client.resume(name)
+    return config
+
+
+def _state(client: ConnectClient, name: str) -> str | None:
+    """The connector's state, or None while the worker has not written its status yet."""
+    try:
+        return client.status(name)["connector"]["state"]
+    except ConnectError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+
+
+def _checked_config(settings: Settings, spec: Definition) -> dict[str, str]:
+    """The connector's config, once the schema, and a source's file, are known to exist."""
     config = spec.config(settings)
     _require_schema(settings, spec.topic)
     if spec.kind == "source":
@@ -257,7 +312,6 @@ def create_connector(
             )
     else:
         audit_file(settings, spec.topic).parent.mkdir(parents=True, exist_ok=True)
-    (client or ConnectClient(settings.connect_url)).create(name, config)
     return config
 
 
@@ -279,7 +333,8 @@ def write_reference_file(frame: pd.DataFrame, topic: str, path: Path) -> int:
     replaced atomically, so a connector never reads half of it. A running source connector
     streams lines appended later but does not reread a replaced file from the start: its
     position in the file is a source offset stored in Kafka. To reload, stop the connector
-    and reset its offsets (PUT /connectors/NAME/stop, DELETE /connectors/NAME/offsets).
+    and reset its offsets (PUT /connectors/NAME/stop, DELETE /connectors/NAME/offsets):
+    `reload_source` does that.
     """
     fields = [f["name"] for f in json.loads(load_schema(SCHEMAS[topic]))["fields"]]
     missing = [f for f in fields if f not in frame.columns]

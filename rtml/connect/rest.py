@@ -16,7 +16,15 @@ from rtml.errors import RtmlError
 
 
 class ConnectError(RtmlError):
-    """The Connect worker is down, refused a request, or failed to start."""
+    """The Connect worker is down, refused a request, or failed to start.
+
+    `status_code` is the HTTP status of a refused request (404: no such connector, or no
+    status written for it yet), None for every other failure.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class ConnectClient:
@@ -49,6 +57,15 @@ class ConnectClient:
         """Create connector `name`, or update its config if it exists (PUT is idempotent)."""
         return self._call("PUT", f"/connectors/{_name(name)}/config", json=config)
 
+    def create_stopped(self, name: str, config: dict[str, str]) -> dict[str, Any]:
+        """Create connector `name` in the STOPPED state: no task runs until `resume`.
+
+        Its source offsets can be reset first: a new connector with an old name inherits
+        the offsets its predecessor left in Kafka.
+        """
+        body = {"name": name, "config": config, "initial_state": "STOPPED"}
+        return self._call("POST", "/connectors", json=body)
+
     def config(self, name: str) -> dict[str, str]:
         return self._call("GET", f"/connectors/{_name(name)}/config")
 
@@ -60,7 +77,20 @@ class ConnectClient:
         self._call("PUT", f"/connectors/{_name(name)}/pause")
 
     def resume(self, name: str) -> None:
+        """Run a paused or stopped connector's tasks again."""
         self._call("PUT", f"/connectors/{_name(name)}/resume")
+
+    def stop(self, name: str) -> None:
+        """Shut the connector's tasks down but keep its config (state STOPPED, unlike pause)."""
+        self._call("PUT", f"/connectors/{_name(name)}/stop")
+
+    def offsets(self, name: str) -> list[dict[str, Any]]:
+        """The committed offsets: for a file source, the byte position reached in its file."""
+        return self._call("GET", f"/connectors/{_name(name)}/offsets")["offsets"]
+
+    def reset_offsets(self, name: str) -> None:
+        """Forget the committed offsets of a STOPPED connector, so it starts from the beginning."""
+        self._call("DELETE", f"/connectors/{_name(name)}/offsets")
 
     def delete(self, name: str) -> None:
         """Stop and remove the connector (its committed source offsets stay in Kafka)."""
@@ -84,7 +114,8 @@ class ConnectClient:
         if response.status_code >= 400:
             raise ConnectError(
                 f"Kafka Connect refused {method} {path} ({response.status_code}): "
-                f"{_message(response)}"
+                f"{_message(response)}",
+                response.status_code,
             )
         if response.status_code == 204 or not response.content:
             return None

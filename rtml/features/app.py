@@ -30,19 +30,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from quixstreams import Application, State, message_context
+from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import SerializationContext, Serializer
 
 from rtml.clients import admin
 from rtml.config import Settings
 from rtml.dlq import dlq_topic, late_topic, origin_headers
-from rtml.features.definitions import MS_PER_DAY, WINDOW_DAYS, calendar_features, horizon_ms
+from rtml.features.definitions import (
+    MS_PER_DAY,
+    WINDOW_DAYS,
+    calendar_features,
+    horizon_ms,
+)
 from rtml.features.errors import FeatureError
-from rtml.features.labels import LabelTable, resume_time, to_millis
+from rtml.features.labels import LabelTable, to_millis
 from rtml.features.windows import WindowStats, add_live_windows
 from rtml.impl import exercise
+from rtml.partitioner import partition_for
 from rtml.schemas import SchemaError
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
 from rtml.simulate.producer import PRODUCER_CONFIG
@@ -50,6 +57,7 @@ from rtml.simulate.producer import PRODUCER_CONFIG
 log = logging.getLogger(__name__)
 
 STAGE = "features"
+LABELLED = "transactions.labelled"
 GROUP = "rtml-features"
 Guarantee = Literal["at-least-once", "exactly-once"]
 # The partitioner of every producer of keyed reference data (the simulator, Connect's Java
@@ -80,6 +88,7 @@ class FeatureOptions:
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     label_wait_s: float = 5.0
     windows: bool = True
+    label_join: bool = True
 
 
 @dataclass
@@ -125,14 +134,44 @@ def check_topics(settings: Settings) -> int:
         raise FeatureError(
             f"The feature app needs topic(s) {', '.join(missing)}: run `rtml topics apply`."
         )
-    counts = {t: len(topics[t].partitions) for t in ("transactions", "customers", "terminals")}
+    joined = ("transactions", "customers", "terminals", "labels")
+    counts = {t: len(topics[t].partitions) for t in joined}
     if len(set(counts.values())) != 1:
         raise FeatureError(
             "The joins need co-partitioned topics, but the partition counts differ ("
             + ", ".join(f"{t} {n}" for t, n in counts.items())
             + "): give them the same count, as the catalogue does."
         )
+    for topic in counts:
+        _check_partitioner(settings, topic, counts[topic])
     return counts["transactions"]
+
+
+def _check_partitioner(settings: Settings, topic: str, partitions: int) -> None:
+    """The first record of each partition sits where murmur2 puts its key, or the joins
+    would look for keys in the wrong partition and silently miss them."""
+    consumer = Consumer(
+        settings.client_config(group_id="rtml-features-check", enable_auto_commit=False),
+        logger=log,
+    )
+    try:
+        for p in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            msg = consumer.poll(10)
+            if msg is None or msg.error() is not None or msg.key() is None:
+                continue
+            expected = partition_for(msg.key(), partitions)
+            if expected != p:
+                raise FeatureError(
+                    f"Topic {topic} was not written with the murmur2 partitioner: key "
+                    f"{msg.key()!r} sits in partition {p}, murmur2 puts it in {expected}, so "
+                    "the joins would miss it. Produce with partitioner=murmur2_random."
+                )
+    finally:
+        consumer.close()
 
 
 class FeatureApp:
@@ -147,6 +186,7 @@ class FeatureApp:
         self.decode_tx = WireDeserializer.for_topic(settings, "transactions")
         self.decode_customer = WireDeserializer.for_topic(settings, "customers")
         self.decode_terminal = WireDeserializer.for_topic(settings, "terminals")
+        self.decode_label = WireDeserializer.for_topic(settings, "labels")
         self.encode_features = PreparedSerializer.for_topic(settings, "features")
         self.customer_window: Callable[..., tuple[int, float]] = exercise("customer_window")
         self._source_partitions = check_topics(settings)
@@ -157,11 +197,7 @@ class FeatureApp:
 
     def run(self) -> None:
         """Process until stopped (SIGINT/SIGTERM), then close everything."""
-        # Records still to come may be older than the first one processed (partitions run
-        # at their own pace), so the label table starts from the oldest pending one.
-        inputs = ["transactions", *self._repartitioned]
-        start = resume_time(self.settings, self.options.group, inputs)
-        self.labels.start(start if start is not None else int(time.time() * 1000))
+        self.labels.start()
         try:
             self.app.run()
         finally:
@@ -192,7 +228,15 @@ class FeatureApp:
                 "linger.ms": 5,
                 "compression.type": "lz4",
             },
-            consumer_extra_config={"fetch.wait.max.ms": 20},
+            consumer_extra_config={
+                "fetch.wait.max.ms": 20,
+                # Static membership: a restarted instance rejoins under the same id and gets
+                # its partitions back at once, instead of the group waiting out the dead
+                # member's session (45 s by default). An instance that stays away loses its
+                # partitions to the others after the session timeout.
+                "group.instance.id": f"{o.group}-{o.instance}",
+                "session.timeout.ms": 15_000,
+            },
             loglevel="WARNING",
             # A record that raises inside a step has already been routed to the DLQ by the
             # step itself; anything else is a bug, and the app stops rather than skip it.
@@ -231,15 +275,41 @@ class FeatureApp:
             key_serializer="bytes",
             key_deserializer="bytes",
         )
-        self._repartitioned = [t.name for t in by_terminal.topics]
         places = app.dataframe(terminals).apply(self.decode_terminal)
         by_terminal = by_terminal.join_asof(
             places, how="left", on_merge=self._merge_terminal, name="terminal-places"
         )
         if o.windows:
             add_live_windows(app, on_time, by_terminal, self.window_stats)
+        if o.label_join:
+            self._join_labels(on_time)
         out = by_terminal.apply(self._terminal_windows)
         out.to_topic(features, key=lambda r: str(r["customer_id"]).encode())
+
+    def _join_labels(self, on_time: StreamingDataFrame) -> None:
+        """A stream-stream join: each transaction with its label, which comes days later.
+
+        Both sides are keyed by transaction id (transactions through a repartition, labels
+        as produced), so the join is local to a partition. Quix's `join_interval` looks up
+        the other side only in one time direction, which assumes records are processed in
+        about timestamp order; across a repartition fed by 6 partitions at their own pace
+        they are not (a label can be processed before its transaction arrives). So this join
+        keeps whichever side comes first in state and emits the pair when the other
+        arrives, in either order, as Kafka Streams' stream-stream joins do.
+        """
+        app = self.app
+        # Only what the labelled record needs goes through the repartition and into state.
+        slim = on_time.apply(lambda r: {"side": "tx", **{k: r[k] for k in REQUIRED}})
+        by_id = slim.group_by(
+            lambda r: str(r["transaction_id"]).encode(),
+            name="by-transaction",
+            key_serializer="bytes",
+            key_deserializer="bytes",
+        )
+        labels = app.topic("labels", value_deserializer="bytes", key_deserializer="bytes")
+        both = by_id.concat(app.dataframe(labels).apply(self._label))
+        pairs = both.apply(_pair, stateful=True).filter(lambda r: r is not None)
+        pairs.to_topic(app.topic(LABELLED, value_serializer="json", key_serializer="bytes"))
 
     # --- steps (each gets and returns one record) ---------------------------------------
 
@@ -263,6 +333,14 @@ class FeatureApp:
         tx["src"] = message_context().partition
         tx["raw"] = value
         return tx
+
+    def _label(self, value: bytes) -> dict[str, Any]:
+        """A label with its times in ms (state holds JSON, which has no datetime)."""
+        label = self.decode_label(value)
+        label["tx_datetime"] = to_millis(label["tx_datetime"])
+        label["label_time"] = to_millis(label["label_time"])
+        label["side"] = "label"
+        return label
 
     def _reject(self, value: bytes, error: Exception | str) -> dict[str, Any]:
         self.stats.dlq += 1
@@ -358,6 +436,32 @@ class FeatureApp:
         record["feature_time"] = int(time.time() * 1000)
         self.stats.produced += 1
         return record
+
+
+def _pair(record: dict[str, Any], state: State) -> dict[str, Any] | None:
+    """Hold the first side of a transaction id; with the second, emit the labelled pair."""
+    other = state.get("waiting")
+    if other is None or other["side"] == record["side"]:
+        state.set("waiting", record)  # the first side (a replayed duplicate replaces it)
+        return None
+    state.delete("waiting")
+    tx, label = (record, other) if record["side"] == "tx" else (other, record)
+    return _merge_label(tx, label)
+
+
+def _merge_label(tx: dict[str, Any], label: dict[str, Any]) -> dict[str, Any]:
+    """The labelled transaction: its own fields, its label, and how late the label came."""
+    label_ms = label["label_time"]
+    return {
+        "transaction_id": tx["transaction_id"],
+        "customer_id": tx["customer_id"],
+        "terminal_id": tx["terminal_id"],
+        "tx_datetime": tx["tx_datetime"],
+        "tx_amount": tx["tx_amount"],
+        "tx_fraud": bool(label["tx_fraud"]),
+        "label_time": label_ms,
+        "label_delay_ms": label_ms - tx["tx_datetime"],
+    }
 
 
 class AvroValue(Serializer):

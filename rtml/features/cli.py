@@ -18,7 +18,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         group=args.group,
         guarantee=args.guarantee,
         commit_interval=args.commit_interval,
-        grace_ms=int(args.grace * 1000),
+        grace_ms=round(args.grace * 1000),
         instance=args.instance,
         auto_offset_reset=args.start,
         windows=not args.no_windows,

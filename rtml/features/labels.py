@@ -10,10 +10,10 @@ each process reads all label partitions itself and, before it computes the featu
 transaction at t, reads labels until every label partition is past t (or at its end). The
 result is the same on every run and equals the batch definition.
 
-The table is rebuilt from the labels topic when a process starts (it seeks by timestamp to
-the oldest label any window can still need), so it needs no changelog: the topic is the
-changelog. The cost is memory (a month of labels, about 36 MB for the default history) and
-one consumer per process.
+The table is rebuilt from the labels topic when a process starts, so it needs no changelog:
+the topic is the changelog. The costs are one consumer per process, memory (about a month
+of labels once every input partition has been seen) and start-up time, as a restart reads
+the whole labels topic again.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from rtml.config import Settings
-from rtml.features.definitions import MS_PER_DAY, WINDOW_DAYS, terminal_window
+from rtml.features.definitions import MS_PER_DAY, terminal_window
 from rtml.features.errors import FeatureError
 from rtml.schemas import SchemaError
 from rtml.schemas.wire import WireDeserializer
@@ -65,10 +65,14 @@ class LabelTable:
         self._last_label_time: dict[int, int] = {}
         self._horizon = 0
 
-    def start(self, first_event_ms: int) -> None:
-        """Assign every label partition from the oldest label a window at `first_event_ms`
-        can need (labels are timestamped with their label time); `first_event_ms` must be
-        the earliest event time the app may still process (see `resume_time`)."""
+    def start(self) -> None:
+        """Assign every label partition from its beginning.
+
+        The table is rebuilt from the topic on every start. Starting later (by timestamp)
+        would need the oldest transaction the app may still process, and records pending
+        in the repartition topic are not in time order, so no offset says which that is.
+        Reading the whole topic is exact; `forget_before` then keeps memory to a month.
+        """
         conf = {
             "bootstrap.servers": self.settings.bootstrap,
             # Assigned, never subscribed, never committed: the group id only names the client.
@@ -87,9 +91,6 @@ class LabelTable:
                     f"The feature app reads labels from topic {self.topic}, which the cluster "
                     f"does not have ({meta.error.str()}): run `rtml topics apply`."
                 )
-            since = first_event_ms - max(WINDOW_DAYS) * MS_PER_DAY
-            wanted = [TopicPartition(self.topic, p, since) for p in sorted(meta.partitions)]
-            starts = consumer.offsets_for_times(wanted, timeout=10)
         except KafkaException as exc:
             consumer.close()
             raise FeatureError(
@@ -97,8 +98,7 @@ class LabelTable:
                 f"({exc}): is the cluster up (`rtml cluster status`)?"
             ) from exc
         self._partitions = [
-            TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-            for tp in starts
+            TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)
         ]
         consumer.assign(self._partitions)
         self._consumer = consumer
@@ -116,7 +116,7 @@ class LabelTable:
         later than `now_ms`, every label of that partition known at `now_ms` has been read.
         """
         if self._consumer is None:
-            self.start(now_ms)
+            self.start()
         deadline = time.monotonic() + self.wait_s
         while not self._caught_up(now_ms):
             if time.monotonic() > deadline:
@@ -188,44 +188,6 @@ class LabelTable:
             known.frauds.insert(at, int(label["tx_fraud"]))
             self._last_label_time[msg.partition()] = msg.timestamp()[1]
             self.labels_read += 1
-
-
-def resume_time(settings: Settings, group: str, topics: list[str]) -> int | None:
-    """The earliest record timestamp `group` will process next on `topics`, or None if it has
-    read everything. Records of one partition are in event-time order, so the record at each
-    committed offset (or the log start, without a commit) is the oldest still to come there.
-    """
-    conf = {
-        "bootstrap.servers": settings.bootstrap,
-        "group.id": group,  # read the group's commits; this consumer never joins it
-        "enable.auto.commit": False,
-        **settings.security,
-    }
-    consumer = Consumer(conf, logger=logging.getLogger("rtml.features.labels.client"))
-    try:
-        meta = consumer.list_topics(timeout=10).topics
-        wanted = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
-        if not wanted:
-            return None
-        earliest: int | None = None
-        for tp in consumer.committed(wanted, timeout=10):
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            offset = tp.offset if tp.offset >= 0 else low
-            if offset >= high:
-                continue
-            consumer.assign([TopicPartition(tp.topic, tp.partition, max(offset, low))])
-            msg = consumer.poll(10)
-            if msg is not None and msg.error() is None:
-                ts = msg.timestamp()[1]
-                earliest = ts if earliest is None else min(earliest, ts)
-        return earliest
-    except KafkaException as exc:
-        raise FeatureError(
-            f"The feature app cannot read the offsets of group {group} ({exc}): "
-            "is the cluster up (`rtml cluster status`)?"
-        ) from exc
-    finally:
-        consumer.close()
 
 
 def to_millis(value: datetime | int) -> int:

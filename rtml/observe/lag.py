@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
@@ -159,6 +159,15 @@ class LagSnapshot:
     @property
     def total_lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    def reached(self, topic: str, offsets: Mapping[int, int]) -> bool:
+        """True when the group has committed at least `offsets` (partition -> offset) of `topic`.
+
+        Everything before those offsets is processed, whatever arrived since: "caught up
+        with what was there at that moment" holds even while producers keep writing.
+        """
+        committed = {p.partition: p.committed for p in self.partitions if p.topic == topic}
+        return all(end == 0 or (committed.get(p) or 0) >= end for p, end in offsets.items())
 
 
 @dataclass(frozen=True)
@@ -340,6 +349,30 @@ class LagMonitor:
             time.sleep(max(0.0, started + i * self.interval - time.monotonic()))
             self.sample()
         return self.report()
+
+    def follow(
+        self, done: Callable[[LagSnapshot], bool], timeout: float = 120.0
+    ) -> list[LagSnapshot]:
+        """Sample every `interval` s until `done(snapshot)` is true; return every snapshot.
+
+        For watching a group change, such as lag draining while consumers catch up. The
+        window slides on as usual, so `report()` afterwards judges the last `samples`.
+        Raises LagError if `done` is still false after `timeout` s.
+        """
+        taken: list[LagSnapshot] = []
+        started = time.monotonic()
+        while True:
+            taken.append(self.sample())
+            if done(taken[-1]):
+                return taken
+            elapsed = time.monotonic() - started
+            if elapsed >= timeout:
+                raise LagError(
+                    f"Group {self.group!r} did not reach the awaited state within {timeout:g} s "
+                    f"(total lag {taken[-1].total_lag:,} at the last of {len(taken)} samples)."
+                )
+            # Sleeping is the measurement here, as in run(): one snapshot per interval.
+            time.sleep(min(self.interval, timeout - elapsed))
 
     def report(self) -> LagReport:
         """Judge every partition of the latest snapshot over the snapshots in the window."""

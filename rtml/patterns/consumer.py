@@ -9,12 +9,23 @@ records, so the difference shows up as lost or duplicated records on the restart
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from rtml.config import Settings
+from rtml.schemas import SCHEMAS, avro_deserializer
+from rtml.topics import TopicError
 
 AT_MOST_ONCE = "at-most-once"
 AT_LEAST_ONCE = "at-least-once"
@@ -64,11 +75,14 @@ def consume(
     idle_timeout: float = 3.0,
     first_timeout: float = 60.0,
     rebalances: RebalanceLog | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Consume `topic` in `group` until idle; return how many records were processed.
 
     It waits up to `first_timeout` for the first record (joining the group and getting
-    partitions takes a rebalance), then stops after `idle_timeout` without a record.
+    partitions takes a rebalance), then stops after `idle_timeout` without a record, or as
+    soon as `stop()` returns True (checked before each poll; it closes cleanly, as on a
+    shutdown signal).
 
     at-least-once: process, then commit. A crash between the two re-delivers the record.
     at-most-once: commit, then process. A crash between the two loses the record.
@@ -84,6 +98,8 @@ def consume(
     last = time.monotonic()
     try:
         while time.monotonic() - last < (idle_timeout if fetched else first_timeout):
+            if stop is not None and stop():
+                break
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
@@ -111,6 +127,117 @@ def consume(
         if crash_after is None or fetched < crash_after:
             consumer.close()
     return processed
+
+
+def read_and_commit(consumer: Consumer, n: int, timeout: float = 60.0) -> int:
+    """Read `n` records (or as many as arrive within `timeout` s), then commit; return the count.
+
+    The consumer stays in its group afterwards, holding its partitions: a consumer that
+    worked for a while and then stopped polling, as a stuck processing loop does.
+    """
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < n and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise RuntimeError(f"consumer error: {msg.error()}")
+        got += 1
+    if got:
+        consumer.commit(asynchronous=False)
+    return got
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record as read back: where it sits, its timestamp, its key and its value."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    timestamp_type: str  # "create time" (the producer's) or "log append time" (the broker's)
+    key: bytes | None
+    value: Any  # a dict for a topic with an Avro schema, else the raw bytes
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """Partition -> log end offset of `topic`: where the next record of each partition goes.
+
+    Taken before producing, it marks where the new records will start.
+    """
+    consumer = Consumer(settings.client_config(group_id="rtml-offsets", enable_auto_commit=False))
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise TopicError(f"Topic {topic!r} does not exist on {settings.bootstrap}.")
+        partitions = metadata.partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def read_from(
+    settings: Settings,
+    topic: str,
+    start: Mapping[int, int],
+    per_partition: int = 3,
+    timeout: float = 30.0,
+) -> list[Record]:
+    """The first `per_partition` records of each partition at or after the offsets in `start`.
+
+    Records written before `start` are skipped, so `read_from(s, t, end_offsets(s, t))` taken
+    before a producer ran shows exactly what it wrote. Values of a topic with an Avro schema
+    are decoded through the registry. No group joins or commits: the consumer only assigns.
+    Returns the records sorted by timestamp, then partition and offset.
+    """
+    ends = end_offsets(settings, topic, timeout=min(timeout, 10.0))
+    wanted = {
+        p: min(ends[p], start.get(p, 0) + per_partition) for p in ends if ends[p] > start.get(p, 0)
+    }
+    decode = _value_decoder(settings, topic)
+    consumer = Consumer(settings.client_config(group_id="rtml-read", enable_auto_commit=False))
+    out: list[Record] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in wanted])
+        deadline = time.monotonic() + timeout
+        while wanted and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            part = msg.partition()
+            if part not in wanted or msg.offset() >= wanted[part]:
+                continue
+            kind, stamp = msg.timestamp()
+            out.append(
+                Record(
+                    part,
+                    msg.offset(),
+                    stamp,
+                    "log append time" if kind == TIMESTAMP_LOG_APPEND_TIME else "create time",
+                    msg.key(),
+                    decode(msg.value()),
+                )
+            )
+            if msg.offset() + 1 >= wanted[part]:
+                del wanted[part]
+    finally:
+        consumer.close()
+    return sorted(out, key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+
+
+def _value_decoder(settings: Settings, topic: str) -> Callable[[bytes | None], Any]:
+    """Avro values through the registry for topics with a schema; raw bytes otherwise."""
+    if topic not in SCHEMAS:
+        return lambda value: value
+    deserialize = avro_deserializer(settings, topic)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return lambda value: None if value is None else deserialize(value, ctx)
 
 
 def seek_to_time(consumer: Consumer, topic: str, timestamp_ms: int, timeout: float = 10) -> None:

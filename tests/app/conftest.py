@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from rtml import services, topics
+from rtml.schemas import register_all
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -93,3 +96,20 @@ def page(browser):
     p = context.new_page()
     yield p
     context.close()
+
+
+@pytest.fixture(scope="session")
+def lab_topics(cluster_settings):
+    """The catalogue's topics and schemas; the services are stopped when the session ends."""
+    topics.apply(cluster_settings)
+    register_all(cluster_settings)
+    yield cluster_settings
+    services.down(cluster_settings)
+
+
+@pytest.fixture()
+def lab(lab_topics):
+    """The test cluster as `make lab` leaves it, with the live simulator running (started
+    again if a test stopped it; `up` returns at once when it runs)."""
+    services.up(lab_topics, ["simulator"])
+    return lab_topics

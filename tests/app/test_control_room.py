@@ -1,16 +1,32 @@
 """The control room, rendered headless with Streamlit's AppTest against the live cluster."""
 
+import base64
+import json
 import os
+import time
+import uuid
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from streamlit.testing.v1 import AppTest
+
+from rtml import services
+from rtml.observe.throughput import end_offsets
 
 HOME = str(Path(__file__).resolve().parents[2] / "lab_app" / "Home.py")
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
+
+
+def _table(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe on the page that has `column`."""
+    (frame,) = [d.value for d in at.dataframe if column in d.value.columns]
+    return frame
 
 
 def test_cluster_page_shows_three_brokers_and_the_controller(cluster_settings):
@@ -20,9 +36,9 @@ def test_cluster_page_shows_three_brokers_and_the_controller(cluster_settings):
     assert metrics["Brokers up"] == "3 / 3"
     assert metrics["Controller"].startswith("node ")
     assert metrics["Under-replicated partitions"] == "0"
-    brokers = at.dataframe[0].value
+    brokers = _table(at, "leads")
     assert list(brokers["state"]) == ["UP", "UP", "UP"]
-    partitions = at.dataframe[1].value
+    partitions = _table(at, "isr")
     assert "rtml-probe" in set(partitions["topic"])
 
 
@@ -40,3 +56,144 @@ def test_a_bad_setting_is_one_sentence(monkeypatch):
     at = AppTest.from_file(HOME, default_timeout=30).run()
     assert not at.exception
     assert "RTML_KAFKA_PORT='abc'" in at.error[0].value
+
+
+def _until(at: AppTest, check, timeout: float = 60.0) -> AppTest:
+    """Rerun the page until `check(at)` holds: each run takes a fresh sample of the cluster."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception
+        if check(at):
+            return at
+        assert time.monotonic() < deadline, "the page did not show it in time"
+
+
+def _count(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def _transactions(settings) -> int:
+    return end_offsets(settings, ["transactions"])["transactions"]
+
+
+def test_cluster_page_shows_live_transactions_and_the_simulator(lab):
+    at = AppTest.from_file(HOME, default_timeout=30).run()
+    first = _count(_metrics(at)["Transactions in the topic"])
+    at = _until(at, lambda a: _metrics(a)["Transactions/s"] not in ("-", "0.0"))
+    metrics = _metrics(at)
+    assert 0 < float(metrics["Transactions/s"]) < 3 * lab.live_rate
+    assert _count(metrics["Transactions in the topic"]) > first
+    assert metrics["Live simulator"] == "running"
+    table = _table(at, "service").set_index("service")
+    assert table.loc["simulator", "state"] == "running"
+    assert table.loc["simulator", "pid"] == services.status(lab)[0].pid
+
+
+def test_the_simulator_is_killed_and_restarted_from_the_cluster_page(lab):
+    at = AppTest.from_file(HOME, default_timeout=120).run()
+    old_pid = services.status(lab)[0].pid
+    at.button(key="kill-service-simulator").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Service simulator killed (SIGKILL)."
+    assert _table(at, "service").set_index("service").loc["simulator", "state"] == "exited"
+    assert _metrics(at)["Live simulator"] == "exited"
+    assert not services.status(lab)[0].alive
+
+    at.button(key="restart-service-simulator").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith("Service simulator up in")
+    (now,) = services.status(lab)
+    assert now.alive and now.pid != old_pid
+    start = _transactions(lab)
+    deadline = time.monotonic() + 30
+    while _transactions(lab) <= start:
+        assert time.monotonic() < deadline, "the restarted simulator produced nothing"
+        time.sleep(0.2)
+
+
+def _commit_from_the_start(settings, group: str) -> None:
+    """A consumer group that committed offset 0 everywhere and left: lag, and no owner."""
+    consumer = Consumer(settings.client_config(group_id=group, enable_auto_commit=False))
+    try:
+        partitions = consumer.list_topics("transactions", timeout=10).topics["transactions"]
+        offsets = [TopicPartition("transactions", p, 0) for p in partitions.partitions]
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def _chart_traces(at: AppTest) -> dict[str, list[float]]:
+    charts = at.get("plotly_chart")
+    if not charts:
+        return {}
+    spec = json.loads(charts[0].proto.spec)
+    return {trace["name"]: _values(trace["y"]) for trace in spec["data"]}
+
+
+def _values(y) -> list[float]:
+    """A trace's values: plotly 6 sends numeric arrays as base64 with a dtype."""
+    if isinstance(y, dict):
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+    return list(y)
+
+
+def _group_rows(at: AppTest, group: str) -> pd.DataFrame:
+    frames = [d.value for d in at.dataframe if "group status" in d.value.columns]
+    return frames[0].query("group == @group") if frames else pd.DataFrame()
+
+
+def test_flow_page_shows_rates_lag_verdicts_and_a_decoded_tail(lab):
+    group = f"flow-page-{uuid.uuid4().hex[:6]}"
+    _commit_from_the_start(lab, group)
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/flow.py")
+
+    def ready(a: AppTest) -> bool:
+        rows = _group_rows(a, group)
+        return (
+            "transactions" in _chart_traces(a)
+            and not rows.empty
+            and set(rows["status"]) == {"STOP"}
+        )
+
+    at = _until(at, ready)
+    assert [s.value for s in at.subheader] == ["Messages per second", "Consumer lag", "Live tail"]
+    assert "What to notice (week 1" in at.caption[0].value
+    rates = _chart_traces(at)["transactions"]
+    assert rates[-1] > 0
+    assert float(_metrics(at)["transactions /s"]) > 0
+
+    # Nobody owns the group's partitions and its offsets never move: STOP, lag = end - 0.
+    rows = _group_rows(at, group)
+    assert len(rows) == 6
+    assert (rows["committed"] == 0).all()
+    assert (rows["lag"] == rows["end"]).all() and rows["lag"].sum() > 0
+    assert set(rows["group status"]) == {"STOP"}
+    summary = _table(at, "advice").set_index("group")
+    assert summary.loc[group, "status"] == "STOP"
+    assert summary.loc[group, "members"] == 0
+
+    records = _table(at, "tx_amount")
+    assert len(records) == 20
+    assert list(records["key"]) == [str(c) for c in records["customer_id"]]
+    assert set(records["partition"]) <= set(range(6))
+    stamps = pd.to_datetime(records["timestamp"], utc=True)
+    assert stamps.is_monotonic_increasing
+    assert pd.Timestamp.now(tz="UTC") - stamps.max() < pd.Timedelta(minutes=2)
+
+
+def test_flow_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
+    monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("pages/flow.py")
+    started = time.monotonic()
+    at.run()
+    assert not at.exception
+    # One error, not one per section, and no section waits out its own timeout.
+    assert [e.value for e in at.error] == [
+        "No broker answers at 127.0.0.1:1: check RTML_BOOTSTRAP_SERVERS and the security settings."
+    ]
+    assert "rtml services up" in at.code[0].value
+    assert [c.value for c in at.caption].count("Waiting for the cluster (see above).") == 2
+    assert time.monotonic() - started < 15

@@ -25,9 +25,11 @@ from rtml.connect import (
     Worker,
     audit_file,
     create_connector,
+    reload_source,
     write_reference_files,
 )
 from rtml.connect import worker as worker_module
+from rtml.patterns.consumer import end_offsets
 from rtml.schemas import avro_deserializer, avro_serializer, register_all
 from rtml.simulate import SimulationParams, simulate
 
@@ -127,6 +129,25 @@ def test_reference_file_lands_in_the_compacted_topic_keyed_by_id(worker, cluster
     assert set(keys) == {str(i).encode() for i in expected}
     assert all(key == str(value["customer_id"]).encode() for key, value in mine)
     assert worker.client.status("customers-source")["connector"]["state"] == "RUNNING"
+
+
+def test_reload_source_reads_a_rewritten_file_from_its_first_line_again(worker, cluster_settings):
+    # No other test creates terminals-source: the first reload creates it (stopped), the
+    # second finds it running with its offset at the end of the same file.
+    sim = simulate(SimulationParams(n_customers=5, n_terminals=15, n_days=1, seed=4343))
+    write_reference_files(cluster_settings, sim.customers, sim.terminals)
+
+    def added_since(start: dict[int, int]) -> int:
+        return sum(end_offsets(cluster_settings, "terminals").values()) - sum(start.values())
+
+    for _ in range(2):
+        start = end_offsets(cluster_settings, "terminals")
+        reload_source(cluster_settings, "terminals-source", worker.client)
+        wait_for("15 more terminals", lambda start=start: added_since(start) >= 15)
+        assert worker.client.status("terminals-source")["connector"]["state"] == "RUNNING"
+    assert added_since(start) == 15  # the file's 15 lines once more, not twice
+    with pytest.raises(ConnectError, match="only a source reads a file"):
+        reload_source(cluster_settings, "transactions-audit", worker.client)
 
 
 def test_transactions_flow_into_the_audit_file(worker, cluster_settings):

@@ -11,7 +11,8 @@ from confluent_kafka.admin import NewTopic
 
 from rtml.cli import main
 from rtml.clients import create_missing_topics, durable_producer
-from rtml.observe.lag import ADVICE, LagMonitor, LagReport, Status, sample_lag
+from rtml.observe.lag import ADVICE, LagError, LagMonitor, LagReport, Status, sample_lag
+from rtml.patterns.consumer import end_offsets
 
 N = 600
 CONSUMED = 250
@@ -138,3 +139,30 @@ def test_unknown_group_is_a_sentence_with_exit_status_2(cluster_settings, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("rtml: Consumer group 'no-such-group' does not exist: groups are ")
     assert err.endswith(".") and "Traceback" not in err
+
+
+def test_follow_samples_until_the_group_reaches_the_mark(cluster_settings):
+    settings = cluster_settings
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    group = f"lag-group-{uuid.uuid4().hex[:6]}"
+    create_missing_topics(settings, [NewTopic(topic, 3, 3)])
+    _produce(settings, topic, 90)
+    consumer = _consumer(settings, group, topic)
+    try:
+        _consume(consumer, 30)
+        mark = end_offsets(settings, topic)
+
+        def done(snapshot) -> bool:
+            if snapshot.reached(topic, mark):
+                return True
+            _consume(consumer, 20)  # the group moves on between two samples
+            return False
+
+        monitor = LagMonitor(settings, group, samples=2, interval=0.1)
+        taken = monitor.follow(done, timeout=120)
+        assert [s.total_lag for s in taken] == [60, 40, 20, 0]
+        assert monitor.report().samples == 2 and monitor.report().status == Status.OK
+        with pytest.raises(LagError, match=r"within 0.5 s \(total lag 0 at the last of"):
+            monitor.follow(lambda _snapshot: False, timeout=0.5)
+    finally:
+        consumer.close()

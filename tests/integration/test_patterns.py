@@ -3,6 +3,7 @@
 import time
 import uuid
 
+import pytest
 from confluent_kafka.admin import NewTopic
 
 from rtml.clients import create_missing_topics
@@ -12,10 +13,14 @@ from rtml.patterns.consumer import (
     Backpressure,
     RebalanceLog,
     consume,
+    end_offsets,
     group_consumer,
+    read_and_commit,
+    read_from,
     seek_to_time,
 )
 from rtml.patterns.producer import measure, skew
+from rtml.topics import TopicError
 
 N = 200
 
@@ -140,3 +145,89 @@ def test_backpressure_pauses_and_resumes(cluster_settings):
     consumer.close()
     assert done + len(buffer) == 300
     assert gate.pauses >= 1
+
+
+def test_stop_ends_a_consumer_at_once_and_keeps_what_it_committed(cluster_settings):
+    topic = _topic(cluster_settings)
+    _fill(cluster_settings, topic)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    seen: list[int] = []
+    record = lambda m: seen.append(int(m.value()))  # noqa: E731
+    started = time.monotonic()
+    n = consume(
+        cluster_settings, topic, group, record, idle_timeout=60, stop=lambda: len(seen) >= 30
+    )
+    assert n == 30 and len(seen) == 30
+    assert time.monotonic() - started < 40  # not the 60 s idle timeout
+    consume(cluster_settings, topic, group, record)
+    assert sorted(seen) == list(range(N))  # the rest, once each: the 30 were committed
+
+
+def test_read_from_shows_exactly_what_was_written_after_the_mark(cluster_settings):
+    from confluent_kafka import Producer
+
+    topic = _topic(cluster_settings, partitions=3)
+    _fill(cluster_settings, topic, n=60)
+    before = end_offsets(cluster_settings, topic)
+    assert set(before) == {0, 1, 2} and sum(before.values()) == 60
+    producer = Producer(cluster_settings.client_config(acks="all"))
+    base = 1_522_540_800_000  # 2018-04-01: a timestamp from the past, kept as written
+    for i in range(9):
+        producer.produce(topic, value=f"new-{i}".encode(), partition=i % 3, timestamp=base + i)
+    assert producer.flush(30) == 0
+
+    got = read_from(cluster_settings, topic, before, per_partition=2)
+    assert sorted(r.value for r in got) == [f"new-{i}".encode() for i in range(6)]
+    assert [r.timestamp_ms for r in got] == [base + i for i in range(6)]  # sorted by time
+    assert all(before[r.partition] <= r.offset < before[r.partition] + 2 for r in got)
+    assert {r.timestamp_type for r in got} == {"create time"}
+    assert read_from(cluster_settings, topic, end_offsets(cluster_settings, topic)) == []
+    with pytest.raises(TopicError, match="no-such-topic"):
+        end_offsets(cluster_settings, "no-such-topic")
+
+
+def test_read_from_decodes_avro_values_of_a_catalogue_topic(cluster_settings):
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from rtml import topics
+    from rtml.clients import durable_producer
+    from rtml.schemas import avro_serializer, register_all
+
+    topics.apply(cluster_settings)
+    register_all(cluster_settings)
+    before = end_offsets(cluster_settings, "transactions")
+    txn = {
+        "transaction_id": 77,
+        "tx_datetime": 1_522_540_800_000,
+        "customer_id": 5,
+        "terminal_id": 9,
+        "tx_amount": 12.5,
+    }
+    serialize = avro_serializer(cluster_settings, "transactions")
+    producer = durable_producer(cluster_settings)
+    value = serialize(txn, SerializationContext("transactions", MessageField.VALUE))
+    producer.produce("transactions", key=b"5", value=value, timestamp=txn["tx_datetime"])
+    assert producer.flush(30) == 0
+    mine = [
+        r
+        for r in read_from(cluster_settings, "transactions", before, per_partition=50)
+        if r.value["transaction_id"] == 77 and r.key == b"5"
+    ]
+    assert len(mine) == 1 and mine[0].value["tx_amount"] == 12.5
+    assert mine[0].timestamp_ms == txn["tx_datetime"]
+
+
+def test_read_and_commit_reads_n_commits_and_stays_in_the_group(cluster_settings):
+    from confluent_kafka import TopicPartition
+
+    topic = _topic(cluster_settings, partitions=3)
+    _fill(cluster_settings, topic, n=90)
+    consumer = group_consumer(cluster_settings, f"g-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([topic])
+    try:
+        assert read_and_commit(consumer, 20) == 20
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        assert sum(max(tp.offset, 0) for tp in committed) == 20
+        assert len(consumer.assignment()) == 3  # still a member, holding its partitions
+    finally:
+        consumer.close()

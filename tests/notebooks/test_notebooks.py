@@ -11,7 +11,19 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("week*.ipynb"))
 # Small sizes for CI; learners run the defaults in the notebooks' parameters cells.
 PARAMETERS = {
-    "week1_kafka_fundamentals": {"n_records": 4000},
+    "week1_kafka_fundamentals": {
+        "n_records": 4000,
+        "n_customers": 300,
+        "n_terminals": 600,
+        "n_days": 30,
+        "n_lag": 1200,
+    },
+    "week2_stream_processing": {
+        "n_customers": 40,
+        "n_terminals": 80,
+        "n_days": 35,
+        "n_late_per_customer": 30,
+    },
 }
 
 

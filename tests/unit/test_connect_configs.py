@@ -15,6 +15,8 @@ from rtml.config import Settings
 from rtml.connect import DEFINITIONS, ConnectClient, ConnectError, Worker
 from rtml.connect.connectors import (
     apicurio_url,
+    audit_file,
+    audit_lines,
     audit_sink,
     definition,
     reference_source,
@@ -161,6 +163,16 @@ def test_rest_errors_carry_the_workers_message():
         client.create("x", {})
 
 
+def test_a_refusal_keeps_its_http_status():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"message": "No status found for connector x"})
+
+    client = ConnectClient("http://connect", transport=httpx.MockTransport(handler))
+    with pytest.raises(ConnectError, match="No status found") as refused:
+        client.status("x")
+    assert refused.value.status_code == 404
+
+
 def test_a_rebalance_is_waited_out():
     answers = iter([409, 409, 200])
 
@@ -189,3 +201,36 @@ def test_a_taken_port_stops_the_worker_before_any_jvm_starts(tmp_path):
         with pytest.raises(ConnectError, match="RTML_CONNECT_PORT"):
             worker.up(timeout=5)
     assert not worker.process.alive()
+
+
+def test_stop_reset_and_create_stopped_use_the_kip_875_and_kip_980_endpoints():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.raw_path.decode(), request.content))
+        if request.url.path.endswith("/offsets") and request.method == "GET":
+            return httpx.Response(200, json={"offsets": [{"offset": {"position": 7}}]})
+        return httpx.Response(200 if request.method == "POST" else 202, json={})
+
+    client = ConnectClient("http://connect", transport=httpx.MockTransport(handler))
+    client.create_stopped("a b", {"k": "v"})
+    client.stop("a b")
+    client.reset_offsets("a b")
+    assert client.offsets("a b") == [{"offset": {"position": 7}}]
+    assert [(m, path) for m, path, _ in seen] == [
+        ("POST", "/connectors"),
+        ("PUT", "/connectors/a%20b/stop"),
+        ("DELETE", "/connectors/a%20b/offsets"),
+        ("GET", "/connectors/a%20b/offsets"),
+    ]
+    body = json.loads(seen[0][2])
+    assert body == {"name": "a b", "config": {"k": "v"}, "initial_state": "STOPPED"}
+
+
+def test_audit_lines_counts_what_the_sink_wrote(tmp_path):
+    s = settings(tmp_path)
+    assert audit_lines(s, "transactions") == 0  # no file before the sink's first flush
+    path = audit_file(s, "transactions")
+    path.parent.mkdir(parents=True)
+    path.write_text("Struct{transaction_id=1}\n" * 3)
+    assert audit_lines(s, "transactions") == 3

@@ -6,6 +6,7 @@ from rtml.observe.cli import render_report
 from rtml.observe.lag import (
     ADVICE,
     LagReport,
+    LagSnapshot,
     PartitionLag,
     PartitionStatus,
     Sample,
@@ -138,3 +139,18 @@ def test_report_shows_each_partition_the_group_status_and_advice_worst_first():
     assert advice == [f"STALL: {ADVICE[Status.STALL]}", f"OK: {ADVICE[Status.OK]}"]
     assert "never committed" in text
     assert "shorter than the default commit interval" in text  # 2 s window, a STALL in it
+
+
+def test_reached_means_committed_at_or_past_every_marked_offset():
+    def snapshot(committed: dict[int, int | None]) -> LagSnapshot:
+        parts = tuple(
+            PartitionLag("t", p, c, 0, 100, 100 - (c or 0), None) for p, c in committed.items()
+        )
+        other = PartitionLag("u", 0, 0, 0, 500, 500, None)  # another topic is not counted
+        return LagSnapshot("g", "stable", 1, 0.0, (*parts, other))
+
+    mark = {0: 40, 1: 60, 2: 0}
+    assert snapshot({0: 40, 1: 75, 2: None}).reached("t", mark)
+    assert not snapshot({0: 39, 1: 75, 2: None}).reached("t", mark)
+    assert not snapshot({0: 40, 1: None}).reached("t", mark)  # never committed in partition 1
+    assert snapshot({}).reached("t", {0: 0})  # nothing to read yet
