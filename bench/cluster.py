@@ -11,17 +11,15 @@ from __future__ import annotations
 import atexit
 import glob
 import os
-import random
-import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.report import BenchError
 from rtml.cluster import LocalCluster
 from rtml.cluster.node import Node
+from rtml.cluster.ports import free_base_port
 from rtml.config import Settings
 
 # Settings that point rtml at an external cluster; a throw-away cluster ignores them.
@@ -34,23 +32,6 @@ _EXTERNAL_VARS = (
     "RTML_SASL_PASSWORD",
     "RTML_SSL_CA_LOCATION",
 )
-
-
-def free_base_port(nodes: int = 3) -> int:
-    """A base port with free brokers (base+i), controllers (base+100+i), registry (base+200,
-    its health port +1) and Connect (base+300), below Linux's ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000, 10)
-        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
-        ports += [base + 200, base + 201, base + 300]
-        try:
-            for port in ports:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise BenchError("No free block of ports was found for the throw-away cluster.")
 
 
 def throwaway_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -43,6 +43,36 @@ class CustomerWindow(Protocol):
     ) -> tuple[int, float]: ...
 
 
+class ChooseGrace(Protocol):
+    """Week 2: the smallest grace period (ms) that drops at most `max_loss` of the records."""
+
+    def __call__(self, delays_ms: list[int], max_loss: float) -> int: ...
+
+
+class DistinctInitialize(Protocol):
+    """Week 2, custom aggregator: the state of a window that has seen nothing yet."""
+
+    def __call__(self) -> list: ...
+
+
+class DistinctAgg(Protocol):
+    """Week 2, custom aggregator: a window's state after it sees one more value."""
+
+    def __call__(self, state: list, value: Any) -> list: ...
+
+
+class DistinctMerge(Protocol):
+    """Week 2, custom aggregator: one state from the states of two sessions being merged."""
+
+    def __call__(self, a: list, b: list) -> list: ...
+
+
+class DistinctResult(Protocol):
+    """Week 2, custom aggregator: what a closed window reports from its state."""
+
+    def __call__(self, state: list) -> int: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -53,12 +83,21 @@ class Exercise:
     contract: type
     example: tuple[Any, ...]
     returns: type
+    # Functions that only make sense together (an aggregator's) form one exercise: graded
+    # together, in tests/grading/weekN/test_<part_of>.py.
+    part_of: str | None = None
 
     @property
     def qualname(self) -> str:
         return f"week{self.week}.{self.module}.{self.name}"
 
+    @property
+    def graded_as(self) -> str:
+        """The exercise this function is graded under (its own name, or its group's)."""
+        return self.part_of or self.name
 
+
+_DISTINCT = "distinct_values"
 _TXN = {"transaction_id": 7, "customer_id": 42, "terminal_id": 1234, "tx_amount": 57.16}
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -81,6 +120,11 @@ EXERCISES: tuple[Exercise, ...] = (
         ([0, 86_400_000], [10.0, 30.0], 86_400_000, 1),
         tuple,
     ),
+    Exercise(2, "lateness", "choose_grace", ChooseGrace, ([0, 0, 500, 20_000], 0.25), int),
+    Exercise(2, "aggregators", "distinct_initialize", DistinctInitialize, (), list, _DISTINCT),
+    Exercise(2, "aggregators", "distinct_agg", DistinctAgg, ([3, 9], 5), list, _DISTINCT),
+    Exercise(2, "aggregators", "distinct_merge", DistinctMerge, ([3, 9], [5, 9]), list, _DISTINCT),
+    Exercise(2, "aggregators", "distinct_result", DistinctResult, ([3, 5, 9],), int, _DISTINCT),
 )
 
 ExerciseFn = Callable[..., Any]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import random
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rtml.cluster import LocalCluster, get_status
+from rtml.cluster.ports import free_base_port
 from rtml.config import Settings
 
 FOLDER_MARKS = {"unit", "integration", "notebooks", "app", "chaos", "grading"}
@@ -35,24 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
 
 
-def _free_base(nodes: int) -> int:
-    """A base port with free brokers (base+i), controllers (base+100+i), registry (base+200,
-    its health port +1) and Connect (base+300)."""
-    for _ in range(200):
-        # Below Linux's ephemeral range (32768+), so client connections never take them.
-        base = random.randrange(20000, 32000, 10)
-        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
-        ports += [base + 200, base + 201, base + 300]
-        try:
-            for port in ports:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free block of ports found for the test cluster")
-
-
 @pytest.fixture(scope="session")
 def cluster_settings() -> Iterator[Settings]:
     """Settings of a live cluster: a fresh local one, or the external one configured."""
@@ -60,7 +41,7 @@ def cluster_settings() -> Iterator[Settings]:
         yield Settings.from_env()
         return
     os.environ["RTML_CLUSTER_NAME"] = f"test-{uuid.uuid4().hex[:8]}"
-    base = _free_base(3)
+    base = free_base_port(3)
     os.environ["RTML_KAFKA_PORT"] = str(base)
     os.environ["RTML_REGISTRY_PORT"] = str(base + 200)
     os.environ["RTML_CONNECT_PORT"] = str(base + 300)
@@ -81,9 +62,9 @@ def cluster_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture()
-def free_base_port() -> int:
+def free_base() -> int:
     """A base port for one more local cluster (brokers at base+i, controllers at base+100+i)."""
-    return _free_base(3)
+    return free_base_port(3)
 
 
 @pytest.fixture()

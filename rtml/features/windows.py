@@ -34,6 +34,7 @@ from quixstreams.dataframe.windows import Collect, Count, Max, Mean, Min, Sum
 from quixstreams.dataframe.windows.aggregations import Aggregator
 
 from rtml.config import Settings
+from rtml.impl import exercise
 from rtml.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -50,23 +51,29 @@ class DistinctValues(Aggregator):
 
     The state is the sorted list of values seen (JSON-serialisable, so RocksDB and the
     changelog can hold it); `merge` unions two states, which session windows need when a
-    late event bridges two sessions.
+    late event bridges two sessions. The four steps are the week 2 exercise
+    `distinct_values` (labs/week2/aggregators.py), called through `rtml.impl.exercise`, so
+    a learner's version runs live.
     """
 
+    def __init__(self, column: str | None = None) -> None:
+        super().__init__(column)
+        self._initialize = exercise("distinct_initialize")
+        self._agg = exercise("distinct_agg")
+        self._merge = exercise("distinct_merge")
+        self._result = exercise("distinct_result")
+
     def initialize(self) -> list:
-        return []
+        return self._initialize()
 
     def agg(self, old: list, new: Any, timestamp: int) -> list:
-        value = new.get(self.column) if self.column else new
-        if value is None or value in old:
-            return old
-        return sorted([*old, value])
+        return self._agg(old, new.get(self.column) if self.column else new)
 
     def result(self, value: list) -> int:
-        return len(value)
+        return self._result(value)
 
     def merge(self, a: list, b: list) -> list:
-        return sorted(set(a) | set(b))
+        return self._merge(a, b)
 
 
 class WindowStats:

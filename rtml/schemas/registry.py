@@ -77,12 +77,22 @@ def register(
                 f"The registry refused this schema for {name} as incompatible with the "
                 f"registered one ({compatibility}): {exc.error_message}"
             ) from exc
-        raise SchemaError(f"The registry at {settings.registry_url} said: {exc}") from exc
+        raise registry_said(settings, exc) from exc
     except (OSError, httpx.HTTPError) as exc:
-        raise SchemaError(
-            f"No schema registry answers at {settings.registry_url} ({exc}): start it with "
-            "`rtml cluster up`, or fix RTML_SCHEMA_REGISTRY_URL."
-        ) from exc
+        raise unreachable(settings, exc) from exc
+
+
+def registry_said(settings: Settings, exc: SchemaRegistryError) -> SchemaError:
+    """The registry answered with an error: its own words."""
+    return SchemaError(f"The registry at {settings.registry_url} said: {exc}")
+
+
+def unreachable(settings: Settings, exc: Exception) -> SchemaError:
+    """No registry answers: where rtml looked and what to do."""
+    return SchemaError(
+        f"No schema registry answers at {settings.registry_url} ({exc}): start it with "
+        "`rtml cluster up`, or fix RTML_SCHEMA_REGISTRY_URL."
+    )
 
 
 def register_all(settings: Settings) -> dict[str, int]:

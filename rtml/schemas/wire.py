@@ -22,7 +22,15 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
 from rtml.config import Settings
-from rtml.schemas.registry import SCHEMAS, SchemaError, load_schema, registry_client, subject
+from rtml.schemas.registry import (
+    SCHEMAS,
+    SchemaError,
+    load_schema,
+    registry_client,
+    registry_said,
+    subject,
+    unreachable,
+)
 
 
 class PreparedSerializer:
@@ -58,12 +66,9 @@ class PreparedSerializer:
                     f"The schema of topic {topic} is not registered under {subject(topic)} at "
                     f"{settings.registry_url}: register it with `rtml schemas register`."
                 ) from exc
-            raise SchemaError(f"The registry at {settings.registry_url} said: {exc}") from exc
+            raise registry_said(settings, exc) from exc
         except (OSError, httpx.HTTPError) as exc:
-            raise SchemaError(
-                f"No schema registry answers at {settings.registry_url} ({exc}): start it with "
-                "`rtml cluster up`, or fix RTML_SCHEMA_REGISTRY_URL."
-            ) from exc
+            raise unreachable(settings, exc) from exc
         return cls(text, registered.schema_id)
 
     def __call__(self, record: Mapping[str, Any]) -> bytes:

@@ -2,8 +2,8 @@
 
 Each entry names a long-running `rtml` subcommand and builds its argument vector from
 `Settings`: always `python -m rtml ...` as a list, never a shell string, so nothing a user
-types is ever executed. Adding a service (the feature app, the prediction service) is one
-more entry here; `rtml services`, `rtml down` and the control room pick it up.
+types is ever executed. Adding a service (the prediction service, ...) is one more entry
+here; `rtml services`, `rtml down` and the control room pick it up.
 """
 
 from __future__ import annotations
@@ -67,8 +67,15 @@ def _simulator(settings: Settings) -> list[str]:
     ]
 
 
-# In start order; they stop in the reverse order.
+# In start order; they stop in the reverse order. The feature app starts first, so it is
+# reading when the first live transaction arrives.
 SERVICES: tuple[Service, ...] = (
+    Service(
+        "features",
+        "the feature app (Quix Streams): each transaction with its features",
+        lambda settings: ["features", "run"],
+        ready_log="Feature app instance",
+    ),
     Service(
         "simulator",
         "live card transactions at RTML_LIVE_RATE per second, with their labels",

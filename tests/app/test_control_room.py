@@ -77,6 +77,10 @@ def _transactions(settings) -> int:
     return end_offsets(settings, ["transactions"])["transactions"]
 
 
+def _simulator(settings) -> services.ServiceStatus:
+    return {s.name: s for s in services.status(settings)}["simulator"]
+
+
 def test_cluster_page_shows_live_transactions_and_the_simulator(lab):
     at = AppTest.from_file(HOME, default_timeout=30).run()
     first = _count(_metrics(at)["Transactions in the topic"])
@@ -87,23 +91,23 @@ def test_cluster_page_shows_live_transactions_and_the_simulator(lab):
     assert metrics["Live simulator"] == "running"
     table = _table(at, "service").set_index("service")
     assert table.loc["simulator", "state"] == "running"
-    assert table.loc["simulator", "pid"] == services.status(lab)[0].pid
+    assert table.loc["simulator", "pid"] == _simulator(lab).pid
 
 
 def test_the_simulator_is_killed_and_restarted_from_the_cluster_page(lab):
     at = AppTest.from_file(HOME, default_timeout=120).run()
-    old_pid = services.status(lab)[0].pid
+    old_pid = _simulator(lab).pid
     at.button(key="kill-service-simulator").click().run()
     assert not at.exception
     assert at.success[0].value == "Service simulator killed (SIGKILL)."
     assert _table(at, "service").set_index("service").loc["simulator", "state"] == "exited"
     assert _metrics(at)["Live simulator"] == "exited"
-    assert not services.status(lab)[0].alive
+    assert not _simulator(lab).alive
 
     at.button(key="restart-service-simulator").click().run()
     assert not at.exception
     assert at.success[0].value.startswith("Service simulator up in")
-    (now,) = services.status(lab)
+    now = _simulator(lab)
     assert now.alive and now.pid != old_pid
     start = _transactions(lab)
     deadline = time.monotonic() + 30

@@ -58,7 +58,7 @@ def test_cluster_wide_defaults_are_in_force(cluster_settings):
         assert setting in out.stdout
 
 
-def test_a_node_that_cannot_start_shows_its_log(cluster_settings, free_base_port, tmp_path):
+def test_a_node_that_cannot_start_shows_its_log(cluster_settings, free_base, tmp_path):
     """A JVM that dies at start-up is reported with the last lines of its log."""
     if not cluster_settings.local:
         pytest.skip("starts a local node")
@@ -67,7 +67,7 @@ def test_a_node_that_cannot_start_shows_its_log(cluster_settings, free_base_port
         {
             "RTML_CLUSTER_NAME": "broken",
             "RTML_HOME": str(tmp_path),
-            "RTML_KAFKA_PORT": str(free_base_port),
+            "RTML_KAFKA_PORT": str(free_base),
             "RTML_KAFKA_HEAP": "99999g",
         }
     )

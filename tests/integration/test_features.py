@@ -11,8 +11,6 @@ import io
 import json
 import signal
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,126 +18,25 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
-from rtml import topics
 from rtml.clients import admin
 from rtml.dlq import read_origin
 from rtml.features.batch import batch_features
 from rtml.features.definitions import FEATURE_COLUMNS
-from rtml.features.labels import to_millis
+from rtml.features.outputs import read_features, read_records
+from rtml.features.runner import PIPELINE_TOPICS, FeatureRun, count_records, fresh_topics
 from rtml.features.windows import read_windows
+from rtml.poll import until
 from rtml.schemas import load_schema, register_all, registry_client
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
 from rtml.simulate import SimulationParams, simulate
 from rtml.simulate.producer import publish_reference, replay
 
-TOPICS = (
-    "transactions",
-    "customers",
-    "terminals",
-    "labels",
-    "features",
-    "windows",
-    "features.dlq",
-    "transactions.late",
-    "transactions.labelled",
-)
+INPUTS = ("transactions", "customers", "terminals", "labels")
 COLUMNS = [*FEATURE_COLUMNS, "terminal_distance"]
-
-
-def _recreate(settings, names) -> None:
-    """Delete `names` and create them again from the catalogue (empty, same specs)."""
-    client = admin(settings, timeout=10)
-    existing = set(client.list_topics(timeout=10).topics)
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for future in client.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-    deadline = time.monotonic() + 60
-    while set(doomed) & set(client.list_topics(timeout=10).topics):
-        assert time.monotonic() < deadline, f"topics {doomed} were not deleted"
-        time.sleep(0.2)
-    while True:
-        try:
-            topics.apply(settings)
-            break
-        except topics.TopicError:
-            # A deletion can still be settling on a broker; try again shortly.
-            assert time.monotonic() < deadline, "topics were not created again"
-            time.sleep(0.5)
-    # Created is not yet served: wait until every partition has a leader that answers.
-    for name in names:
-        while True:
-            try:
-                _count(settings, name)
-                break
-            except KafkaException:
-                assert time.monotonic() < deadline, f"topic {name} has no leaders"
-                time.sleep(0.2)
-
-
-def _count(settings, topic: str) -> int:
-    consumer = Consumer(settings.client_config(group_id=f"count-{uuid.uuid4().hex[:6]}"))
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        total = 0
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
-def _read_all(settings, topic: str) -> list:
-    """Every record of `topic` (committed records only)."""
-    consumer = Consumer(
-        settings.client_config(
-            group_id=f"read-{uuid.uuid4().hex[:6]}",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        left = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                left[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in left])
-        out = []
-        deadline = time.monotonic() + 120
-        idle = 0
-        # Transaction markers and aborted records are never delivered, so the last offsets
-        # of a transactional topic may never show: 3 s without a record also ends the read
-        # (nothing writes while a test reads).
-        while left and idle < 3 and time.monotonic() < deadline:
-            batch = consumer.consume(2000, timeout=1)
-            idle = 0 if batch else idle + 1
-            for msg in batch:
-                if msg.error() is None:
-                    out.append(msg)
-                    if msg.offset() + 1 >= left.get(msg.partition(), 1 << 62):
-                        del left[msg.partition()]
-        assert time.monotonic() < deadline, f"could not read {topic} to its end"
-        return out
-    finally:
-        consumer.close()
-
-
-def _features(settings) -> pd.DataFrame:
-    decode = WireDeserializer.for_topic(settings, "features")
-    rows = []
-    for msg in _read_all(settings, "features"):
-        value = decode(msg.value())
-        value["tx_datetime"] = to_millis(value["tx_datetime"])
-        assert msg.key() == str(value["customer_id"]).encode()
-        rows.append(value)
-    return pd.DataFrame(rows)
 
 
 def _assert_equal(stream: pd.DataFrame, batch: pd.DataFrame) -> None:
@@ -155,50 +52,11 @@ def _assert_equal(stream: pd.DataFrame, batch: pd.DataFrame) -> None:
             np.testing.assert_array_equal(left, right, err_msg=column)
 
 
-class FeatureProcess:
-    """`rtml features run` in a subprocess, with its output kept for failure messages."""
-
-    def __init__(self, group: str, *args: str) -> None:
-        self.log = io.StringIO()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtml", "features", "run", "--group", group, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def output(self) -> str:
-        if self.proc.poll() is not None and self.proc.stdout:
-            self.log.write(self.proc.stdout.read())
-        return self.log.getvalue()[-3000:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _wait_for(settings, topic: str, n: int, proc: FeatureProcess, timeout: float) -> float:
-    """Poll until `topic` holds at least `n` records; return the seconds it took."""
-    start = time.monotonic()
-    while _count(settings, topic) < n:
-        assert proc.proc.poll() is None, f"the feature app exited:\n{proc.output()}"
-        assert time.monotonic() - start < timeout, (
-            f"{topic} has {_count(settings, topic)} of {n} records after {timeout:.0f} s"
-        )
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
 @pytest.fixture(scope="module")
 def history(cluster_settings):
     """A 45-day history (every window fills) replayed into fresh topics."""
     settings = cluster_settings
-    _recreate(settings, TOPICS)
+    fresh_topics(settings, PIPELINE_TOPICS)
     register_all(settings)
     sim = simulate(SimulationParams(n_customers=70, n_terminals=140, n_days=45, seed=21))
     publish_reference(settings, sim)
@@ -211,25 +69,31 @@ def history(cluster_settings):
 @pytest.fixture()
 def fresh_features(history) -> Iterator[None]:
     settings = history[0]
-    _recreate(settings, TOPICS[4:])
+    fresh_topics(settings, [t for t in PIPELINE_TOPICS if t not in INPUTS])
     yield
 
 
 def test_stream_equals_batch_for_every_transaction_and_feature(history, fresh_features) -> None:
     settings, sim, batch = history
     n = len(sim.transactions)
-    app = FeatureProcess(f"feat-{uuid.uuid4().hex[:6]}")
-    try:
-        _wait_for(settings, "features", n, app, timeout=600)
+    with FeatureRun(settings) as app:
+        app.wait_for("features", n, timeout=600)
         # The last week's labels come after the last transaction.
-        _wait_for(settings, "transactions.labelled", n, app, timeout=120)
-    finally:
-        app.stop()
-    stream = _features(settings)
+        app.wait_for("transactions.labelled", n, timeout=120)
+    stream = read_features(settings)
     assert len(stream) == n, "an uninterrupted run writes each transaction's features once"
+    decode = WireDeserializer.for_topic(settings, "features")
+    for msg in read_records(settings, "features"):
+        assert msg.key() == str(decode(msg.value())["customer_id"]).encode()
     _assert_equal(stream, batch)
+    # State is backed by changelog topics replicated like the input (RF 3 on this cluster).
+    meta = admin(settings, timeout=10).list_topics(timeout=10).topics
+    changelogs = [t for name, t in meta.items() if name.startswith(f"changelog__{app.group}")]
+    assert changelogs, "the customer windows and joins keep state in changelog topics"
+    expected_rf = min(3, len(meta["transactions"].partitions[0].replicas))
+    assert all(len(t.partitions[0].replicas) == expected_rf for t in changelogs)
     # The stream-stream join paired every transaction with its label, days later.
-    labelled = [json.loads(m.value()) for m in _read_all(settings, "transactions.labelled")]
+    labelled = [json.loads(m.value()) for m in read_records(settings, "transactions.labelled")]
     truth = sim.transactions.set_index("transaction_id")["tx_fraud"]
     assert sorted(r["transaction_id"] for r in labelled) == sorted(truth.index)
     assert all(r["tx_fraud"] == bool(truth[r["transaction_id"]]) for r in labelled)
@@ -252,32 +116,27 @@ def test_a_crash_mid_run_loses_nothing_and_changes_nothing(
     settings, sim, batch = history
     n = len(sim.transactions)
     group = f"crash-{uuid.uuid4().hex[:6]}"
-    first = FeatureProcess(group, "--guarantee", guarantee)
-    try:
-        _wait_for(settings, "features", n // 3, first, timeout=600)
-    finally:
-        first.stop(signal.SIGKILL)
-    assert first.proc.returncode == -signal.SIGKILL
+    with FeatureRun(settings, group=group, guarantee=guarantee) as first:
+        first.wait_for("features", n // 3, timeout=600)
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.proc.wait(timeout=30) == -signal.SIGKILL
     # Offsets, not records: under exactly-once they include aborted writes and markers.
-    killed_at = _count(settings, "features")
-    assert len(_features(settings)) < n, "the crash should come before the end of the history"
-    second = FeatureProcess(group, "--guarantee", guarantee)
-    try:
-        recovery = _wait_for(settings, "features", killed_at + 1, second, timeout=300)
+    killed_at = count_records(settings, "features")
+    assert len(read_features(settings)) < n, "the crash should come before the end of the history"
+    with FeatureRun(settings, group=group, guarantee=guarantee) as second:
+        recovery = second.wait_for("features", killed_at + 1, timeout=300)
         # From the restart to the first new feature: start-up, state restored from the
         # changelog, labels re-read. Shown with -s; docs/architecture.md quotes it.
         print(f"\nfeature app recovery: {recovery:.1f} s to the first new record")
         # Every transaction id must arrive; replays after the crash may add duplicates.
-        deadline = time.monotonic() + 600
-        while True:
-            stream = _features(settings)
-            if stream["transaction_id"].nunique() == n:
-                break
-            assert second.proc.poll() is None, second.output()
-            assert time.monotonic() < deadline, "not every transaction got its features"
-            time.sleep(1)
-    finally:
-        second.stop()
+        until(
+            lambda: read_features(settings)["transaction_id"].nunique() == n or not second.running,
+            600,
+            "every transaction's features",
+            interval=1.0,
+        )
+        assert second.running, second.output()
+    stream = read_features(settings)
     duplicates = stream[stream.duplicated("transaction_id", keep=False)]
     if guarantee == "exactly-once":
         assert duplicates.empty, "aborted transactions must stay invisible to read_committed"
@@ -341,16 +200,14 @@ def test_poison_and_late_records_are_routed_and_counted(history, fresh_features)
     assert producer.flush(30) == 0
 
     total_in = len(sim.transactions) + len(poison) + len(valid) + len(late)
-    app = FeatureProcess(f"poison-{uuid.uuid4().hex[:6]}")
-    try:
-        _wait_for(settings, "features", len(sim.transactions) + len(valid), app, timeout=600)
-        _wait_for(settings, "features.dlq", len(poison), app, timeout=60)
-        _wait_for(settings, "transactions.late", len(late), app, timeout=60)
-    finally:
-        app.stop()
-    out = _count(settings, "features")
-    dlq = _read_all(settings, "features.dlq")
-    late_records = _read_all(settings, "transactions.late")
+    with FeatureRun(settings, group=f"poison-{uuid.uuid4().hex[:6]}") as app:
+        app.wait_for("features", len(sim.transactions) + len(valid), timeout=600)
+        app.wait_for("features.dlq", len(poison), timeout=60)
+        app.wait_for("transactions.late", len(late), timeout=60)
+    # Records, not offsets: a topic's offsets may include markers no consumer sees.
+    out = len(read_records(settings, "features"))
+    dlq = read_records(settings, "features.dlq")
+    late_records = read_records(settings, "transactions.late")
     assert total_in == out + len(dlq) + len(late_records)
     assert sorted(m.value() for m in dlq) == sorted(poison.values())
     for msg in dlq:

@@ -61,7 +61,7 @@ def _simulator(settings) -> services.ServiceStatus:
 
 
 def test_up_starts_the_simulator_and_transactions_flow_at_its_rate(settings):
-    assert services.up(settings) == ["simulator"]
+    assert services.up(settings, ["simulator"]) == ["simulator"]
     sim = _simulator(settings)
     assert sim.state == "running" and sim.pid and sim.uptime is not None
     assert f"Emitting {settings.live_rate:g} transactions/s" in sim.log.read_text()
@@ -133,7 +133,7 @@ def test_rtml_down_stops_the_services_before_the_cluster(settings):
     # service it owns and finds no node of its own to stop, so the shared cluster stays up.
     other = dataclasses.replace(settings, cluster_name=f"test-svc-{uuid.uuid4().hex[:6]}")
     try:
-        services.up(other)
+        services.up(other, ["simulator"])
         pid = _simulator(other).pid
         env = {**os.environ, **other.to_env()}
         out = subprocess.run(
@@ -159,7 +159,7 @@ def test_a_service_that_fails_to_start_says_why_in_one_sentence(settings):
     )
     try:
         with pytest.raises(ServiceError) as info:
-            services.up(broken)
+            services.up(broken, ["simulator"])
         message = str(info.value)
         assert message.startswith("Service simulator exited while starting: No schema registry")
         assert "\n" not in message

@@ -24,3 +24,20 @@ def test_unfilled_labs_fail_with_the_hint():
 def test_cli_exit_status(capsys):
     assert main(["grade", "week1", "--impl", "solutions"]) == 0
     assert "[PASS]" in capsys.readouterr().out
+
+
+def test_week2_solutions_pass_and_every_exercise_is_graded():
+    result = grade("week2", impl="solutions")
+    assert result.passed, result.render()
+    # An aggregator's four functions are graded together, under the exercise's name.
+    graded = {e.graded_as for e in EXERCISES if e.week == 2}
+    assert graded == {"customer_window", "choose_grace", "distinct_values"}
+    assert {c.exercise for c in result.checks} == graded
+
+
+def test_week2_unfilled_labs_fail_with_the_hint():
+    result = grade("week2", impl="labs")
+    assert not result.passed
+    failed = [c for c in result.checks if not c.passed]
+    assert {c.exercise for c in failed} == {"customer_window", "choose_grace", "distinct_values"}
+    assert all("NotImplementedError: TODO" in c.detail for c in failed)

@@ -20,7 +20,7 @@ def settings(tmp_path, monkeypatch):
 
 
 def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
-    assert NAMES == ("simulator",)
+    assert NAMES == ("features", "simulator")
     for svc in SERVICES:
         argv = svc.argv(settings)
         assert argv[:3] == [sys.executable, "-m", "rtml"]
@@ -28,6 +28,11 @@ def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
         assert svc.marker(settings) in " ".join(argv)
         assert svc.ready_log or svc.output_topic
         assert svc.description
+
+
+def test_the_feature_app_runs_before_the_simulator(settings):
+    assert service("features").argv(settings)[3:5] == ["features", "run"]
+    assert NAMES.index("features") < NAMES.index("simulator")
 
 
 def test_the_simulator_emits_at_the_configured_rate_without_a_progress_bar(settings):
@@ -50,7 +55,9 @@ def test_pid_and_log_files_live_under_the_cluster_folder(settings, tmp_path):
 def test_an_unknown_service_is_one_sentence_naming_the_services():
     with pytest.raises(ServiceError) as info:
         service("rm -rf /")
-    assert str(info.value) == "There is no service 'rm -rf /': the services are simulator."
+    assert str(info.value) == (
+        "There is no service 'rm -rf /': the services are features, simulator."
+    )
     with pytest.raises(ServiceError):
         selected(["simulator", "miner"])
 
@@ -62,13 +69,15 @@ def test_selection_keeps_table_order_and_defaults_to_all():
 
 
 def test_status_without_pid_files_is_stopped_and_a_stale_one_is_exited(settings):
-    (only,) = status(settings)
+    states = {s.name: s for s in status(settings)}
+    assert set(states) == {"features", "simulator"}
+    only = states["simulator"]
     assert (only.name, only.state, only.pid, only.alive) == ("simulator", "stopped", None, False)
     pid_file = service("simulator").process(settings).pid_file
     pid_file.parent.mkdir(parents=True)
     # A pid file left by a killed service; the pid is ours, but the marker is not in our args.
     pid_file.write_text(json.dumps({"pid": 1, "created": 0.0, "marker": "rtml simulate live"}))
-    (only,) = status(settings)
+    only = {s.name: s for s in status(settings)}["simulator"]
     assert only.state == "exited"
     assert "exited: killed or crashed" in render_status([only])
 
