@@ -20,8 +20,11 @@ import pytest
 from rtml.cluster import LocalCluster, get_status
 from rtml.cluster.ports import free_base_port
 from rtml.config import Settings
+from rtml.poll import until
 
 FOLDER_MARKS = {"unit", "integration", "notebooks", "app", "chaos", "grading"}
+# Whole folders whose tests take minutes; other long tests carry `pytest.mark.slow` themselves.
+SLOW_FOLDERS = {"notebooks", "chaos"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,6 +33,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).parts
         for mark in FOLDER_MARKS.intersection(parts):
             item.add_marker(getattr(pytest.mark, mark))
+            if mark in SLOW_FOLDERS:
+                item.add_marker(pytest.mark.slow)
     # Tests that kill nodes run last, so the others see a cluster nobody has disturbed.
     items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
 
@@ -77,4 +82,11 @@ def local_cluster(cluster_settings: Settings) -> Iterator[LocalCluster]:
     for node_id in cluster.nodes:
         if not cluster.nodes[node_id].process.alive():
             cluster.restart(node_id)
-    assert get_status(cluster_settings).brokers_up == len(cluster.nodes)
+    # A restarted broker registers again within a heartbeat or two; on a loaded machine the
+    # controller may fence it once more first, so poll instead of asserting at once.
+    until(
+        lambda: get_status(cluster_settings).brokers_up == len(cluster.nodes),
+        120,
+        "every broker to be registered again",
+        interval=1.0,
+    )

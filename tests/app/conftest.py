@@ -98,9 +98,10 @@ def page(browser):
     context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_topics(cluster_settings):
-    """The catalogue's topics and schemas; the services are stopped when the session ends."""
+    """The catalogue's topics and schemas; the services are stopped when the control room's
+    tests end, so later tests (which recreate the pipeline's topics) find none running."""
     topics.apply(cluster_settings)
     register_all(cluster_settings)
     yield cluster_settings

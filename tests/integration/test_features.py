@@ -35,6 +35,7 @@ from rtml.schemas.wire import PreparedSerializer, WireDeserializer
 from rtml.simulate import SimulationParams, simulate
 from rtml.simulate.producer import publish_reference, replay
 
+pytestmark = pytest.mark.slow
 INPUTS = ("transactions", "customers", "terminals", "labels")
 COLUMNS = [*FEATURE_COLUMNS, "terminal_distance"]
 
