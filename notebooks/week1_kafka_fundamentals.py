@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -485,6 +487,12 @@ pd.DataFrame(
 # consumer group (`connect-transactions-audit`) like any other, so we watch it with the
 # same lag tool as in section 9: note where `transactions` ends now, create the connector,
 # and follow the group until it has committed past that point while the file grows.
+#
+# A record the sink cannot decode (not Avro, or a schema id the registry does not know)
+# would, by Connect's default, fail the task for good: the sink stops and its lag grows
+# until someone restarts it. Our sinks set `errors.tolerance=all` with a dead-letter topic
+# instead: such a record goes to `connect.dlq` unchanged, with `__connect.errors.*`
+# headers naming its topic, partition, offset and the exception, and the sink goes on.
 
 # %%
 from rtml.observe.lag import LagMonitor, list_groups  # noqa: E402

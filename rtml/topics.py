@@ -58,7 +58,8 @@ def _spec(name: str, key: str, purpose: str, partitions: int = 6, **configs: str
     return TopicSpec(name, key, purpose, partitions, 3, conf, SCHEMAS.get(name))
 
 
-DLQ_STAGES = ("features", "serve", "decisions", "cards", "projections")
+# `connect.dlq` takes what the Connect sinks cannot convert (Connect's own error headers).
+DLQ_STAGES = ("features", "connect", "serve", "decisions", "cards", "projections")
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     _spec(

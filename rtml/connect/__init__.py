@@ -6,6 +6,7 @@ sinks) and writes the reference files the sources load.
 """
 
 from rtml.connect.connectors import (
+    DEAD_LETTERS,
     DEFINITIONS,
     audit_file,
     audit_lines,
@@ -19,6 +20,7 @@ from rtml.connect.rest import ConnectClient, ConnectError
 from rtml.connect.worker import Worker, WorkerStatus
 
 __all__ = [
+    "DEAD_LETTERS",
     "DEFINITIONS",
     "ConnectClient",
     "ConnectError",

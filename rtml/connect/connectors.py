@@ -55,6 +55,7 @@ _T = "org.apache.kafka.connect.transforms."
 # Reference topics and the field that is their key.
 REFERENCE_IDS: dict[str, str] = {"customers": "customer_id", "terminals": "terminal_id"}
 AUDITED = ("transactions", "predictions")
+DEAD_LETTERS = "connect.dlq"
 ISO_MILLIS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
@@ -201,6 +202,24 @@ def audit_sink(settings: Settings, topic: str) -> dict[str, str]:
         "key.converter": STRING_CONVERTER,
         **avro_converter(settings),
         **(_transforms(iso) if iso else {}),
+        **dead_letters(),
+    }
+
+
+def dead_letters() -> dict[str, str]:
+    """A sink's error handling: a record it cannot convert or transform goes, unchanged, to
+    `connect.dlq` with Connect's `__connect.errors.*` headers (its topic, partition, offset,
+    connector and exception), and the task goes on.
+
+    Connect's default is to fail the task at the first such record, which stops the sink
+    for good (its lag grows until someone restarts it by hand). Errors in the sink itself
+    (the file cannot be written) still fail the task: those are not the record's fault.
+    """
+    return {
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": DEAD_LETTERS,
+        "errors.deadletterqueue.context.headers.enable": "true",
+        "errors.log.enable": "true",
     }
 
 

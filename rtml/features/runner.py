@@ -86,7 +86,16 @@ class FeatureRun:
         self.stop()
 
     def start(self) -> None:
-        """Start the process; its output goes to `self.log`."""
+        """Start the process; its output goes to `self.log`.
+
+        A second start while the first process runs is refused: it would orphan that
+        process, which would keep consuming in the same group.
+        """
+        if self.running:
+            assert self.proc is not None
+            raise FeatureError(
+                f"The feature app of group {self.group} is already running (pid {self.proc.pid})."
+            )
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # The child reads the same cluster and implementation as the caller.
         env = {**os.environ, "RTML_IMPL": self.settings.impl}

@@ -21,6 +21,7 @@ from rtml import topics
 from rtml.clients import durable_producer
 from rtml.config import Settings
 from rtml.connect import (
+    DEAD_LETTERS,
     ConnectError,
     Worker,
     audit_file,
@@ -65,11 +66,16 @@ def worker(cluster_settings: Settings) -> Iterator[Worker]:
 
 def read_all(settings: Settings, topic: str) -> list[tuple[bytes, dict]]:
     """Every record of `topic` from the beginning to its current end, values decoded."""
+    deserialize = avro_deserializer(settings, topic)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return [(key, deserialize(value, ctx)) for key, value, _ in read_raw(settings, topic)]
+
+
+def read_raw(settings: Settings, topic: str) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+    """Every record of `topic` from the beginning to its current end: key, value, headers."""
     consumer = Consumer(
         settings.client_config(group_id=f"test-connect-{time.time_ns()}", enable_auto_commit=False)
     )
-    deserialize = avro_deserializer(settings, topic)
-    ctx = SerializationContext(topic, MessageField.VALUE)
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {}
@@ -78,7 +84,7 @@ def read_all(settings: Settings, topic: str) -> list[tuple[bytes, dict]]:
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        records: list[tuple[bytes, dict]] = []
+        records: list[tuple[bytes, bytes, dict[str, bytes]]] = []
         deadline = time.monotonic() + 60
         while ends and time.monotonic() < deadline:
             msg = consumer.poll(1)
@@ -88,7 +94,7 @@ def read_all(settings: Settings, topic: str) -> list[tuple[bytes, dict]]:
             # Records appended after the snapshot of the ends belong to the next read.
             if part not in ends or msg.offset() >= ends[part]:
                 continue
-            records.append((msg.key(), deserialize(msg.value(), ctx)))
+            records.append((msg.key(), msg.value(), dict(msg.headers() or [])))
             if msg.offset() + 1 >= ends[part]:
                 del ends[part]
         return records
@@ -157,6 +163,10 @@ def test_transactions_flow_into_the_audit_file(worker, cluster_settings):
     serialize = avro_serializer(cluster_settings, "transactions")
     ctx = SerializationContext("transactions", MessageField.VALUE)
     producer = durable_producer(cluster_settings)
+    # A poison record ahead of the good ones, in the partition of the first of them: the
+    # sink must route it to the dead-letter topic and go on, not stop there.
+    poison = f"not avro {base}".encode()
+    producer.produce("transactions", key=b"0", value=poison)
     for n, tx_id in enumerate(ids):
         txn = {
             "transaction_id": tx_id,
@@ -178,6 +188,14 @@ def test_transactions_flow_into_the_audit_file(worker, cluster_settings):
     assert len(lines) == len(ids)
     first = next(line for line in lines if f"transaction_id={ids[0]}," in line)
     assert "tx_datetime=2018-04-01T00:00:00.000Z" in first and "tx_amount=10.25" in first
+    dead = [
+        headers for _, value, headers in read_raw(cluster_settings, DEAD_LETTERS) if value == poison
+    ]
+    assert len(dead) == 1
+    assert dead[0]["__connect.errors.topic"] == b"transactions"
+    assert dead[0]["__connect.errors.connector.name"] == b"transactions-audit"
+    assert int(dead[0]["__connect.errors.offset"]) >= 0
+    assert worker.client.status("transactions-audit")["tasks"][0]["state"] == "RUNNING"
 
 
 def test_pause_resume_and_delete(worker, cluster_settings):

@@ -1,6 +1,7 @@
 """The feature-app runner without a cluster: a failed start is reported and cleaned up."""
 
 import socket
+import sys
 
 import pytest
 
@@ -54,3 +55,16 @@ def test_only_catalogue_topics_are_recreated(tmp_path):
     settings = Settings.from_env({"RTML_HOME": str(tmp_path)})
     with pytest.raises(FeatureError, match="not in the topic catalogue"):
         fresh_topics(settings, ["transactions", "__consumer_offsets"])
+
+
+def test_a_second_start_is_refused_and_the_first_process_kept(tmp_path):
+    run = FeatureRun(Settings.from_env({"RTML_HOME": str(tmp_path)}))
+    # A stand-in child that runs until signalled, so no cluster is needed.
+    run.argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    with run:
+        first = run.proc
+        assert first is not None
+        with pytest.raises(FeatureError, match="already running"):
+            run.start()
+        assert run.proc is first and run.running
+    assert first.returncode is not None
