@@ -20,6 +20,7 @@ DAY_MS = 86_400_000
 # Replayed history carries event timestamps from the past; time-based retention would
 # delete it on arrival, so history topics keep records until they are deleted on purpose.
 KEEP = "-1"
+MODEL_MAX_BYTES = 16 * 1024 * 1024  # model-updates records: a version with its ONNX graph
 
 
 class TopicError(RtmlError):
@@ -104,6 +105,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "published model versions, hot-swapped by the service",
         1,
         cleanup_policy="compact",
+        # A version carries its ONNX graph (a tree ensemble is a few MB), not a file path.
+        max_message_bytes=str(MODEL_MAX_BYTES),
     ),
     _spec(
         "card-commands",

@@ -25,6 +25,7 @@ SCHEMAS: dict[str, str] = {
     "labels": "label",
     "features": "features",
     "predictions": "prediction",
+    "model-updates": "model_update",
     "card-commands": "card_command",
     "card-events": "card_event",
 }

@@ -1,0 +1,1 @@
+"""Models: trained on the replayed log, published as versions on `model-updates`, scored."""
