@@ -68,8 +68,9 @@ grade: install  ## grade your lab: make grade WEEK=1
 	@test -n "$(WEEK)" || { echo "make grade: say which week, e.g. make grade WEEK=1"; exit 2; }
 	$(BIN)/rtml grade week$(WEEK)
 
-bench: install  ## benchmarks -> docs/benchmarks.md
-	$(BIN)/python -m bench.producer
+bench: install  ## benchmarks -> docs/benchmarks.md (BENCH_ARGS=--quick for a smoke run)
+	$(BIN)/python -m bench.producer $(BENCH_ARGS)
+	$(BIN)/python -m bench.features $(BENCH_ARGS)
 
 clean:  ## remove the venv and caches (not the cluster: use make down first)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

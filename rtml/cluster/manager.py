@@ -32,6 +32,18 @@ PROBE_TOPIC = "rtml-probe"
 Log = Callable[[str], None]
 
 
+def new_cluster_id() -> str:
+    """16 random bytes in URL-safe base64 without padding, as Kafka's own ids are.
+
+    One in 64 of those starts with "-", which kafka-storage's argument parser reads as an
+    option (the format fails); Kafka's own generator draws again in that case, and so do we.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class LocalCluster:
     """The local cluster described by `settings` (ports, node count, run folder)."""
 
@@ -251,8 +263,7 @@ class LocalCluster:
         if path.is_file():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         path.write_text(cid + "\n")
         return cid
 

@@ -61,16 +61,19 @@ class FeatureRun:
         grace_ms: int | None = None,
         guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once",
         windows: bool = True,
+        instance: str = "0",
     ) -> None:
         self.settings = settings
         self.group = group or f"rtml-features-{uuid.uuid4().hex[:8]}"
+        self.instance = instance
         args = ["features", "run", "--group", self.group, "--guarantee", guarantee]
+        args += ["--instance", instance]
         if grace_ms is not None:
             args += ["--grace", f"{grace_ms / 1000:.3f}"]
         if not windows:
             args.append("--no-windows")
         self.argv = [sys.executable, "-m", "rtml", *args]
-        self.log = log_file(settings, self.group)
+        self.log = log_file(settings, self.group if instance == "0" else f"{self.group}-{instance}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> FeatureRun:

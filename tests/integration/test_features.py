@@ -147,6 +147,49 @@ def test_a_crash_mid_run_loses_nothing_and_changes_nothing(
     _assert_equal(stream.drop_duplicates("transaction_id"), batch)
 
 
+def test_two_instances_share_the_partitions_and_the_work(history, fresh_features) -> None:
+    """One group, two processes: each owns some of the 6 partitions, together they write
+    every transaction's features once more than a rebalance may repeat, equal to the batch."""
+    settings, sim, batch = history
+    n = len(sim.transactions)
+    group = f"pair-{uuid.uuid4().hex[:6]}"
+    client = admin(settings, timeout=10)
+
+    def split() -> dict[str, int] | None:
+        """Partitions of `transactions` per member, once both members own some."""
+        members = client.describe_consumer_groups([group])[group].result().members
+        owned = {
+            m.group_instance_id: sum(
+                1 for tp in m.assignment.topic_partitions if tp.topic == "transactions"
+            )
+            for m in members
+        }
+        return owned if len(owned) == 2 and all(owned.values()) else None
+
+    with (
+        FeatureRun(settings, group=group, instance="0") as first,
+        FeatureRun(settings, group=group, instance="1") as second,
+    ):
+        owned = until(split, 300, "both instances to own partitions of transactions", 1.0)
+        assert sorted(owned.values()) == [3, 3]
+        until(
+            lambda: (
+                read_features(settings).get("transaction_id", pd.Series()).nunique() == n
+                or not (first.running and second.running)
+            ),
+            600,
+            "every transaction's features",
+            interval=1.0,
+        )
+        assert first.running and second.running, first.output() + second.output()
+    stream = read_features(settings)
+    for _, same in stream[stream.duplicated("transaction_id", keep=False)].groupby(
+        "transaction_id"
+    ):
+        assert (same[COLUMNS].nunique(dropna=False) == 1).all()
+    _assert_equal(stream.drop_duplicates("transaction_id"), batch)
+
+
 def _without_amount() -> dict:
     """The transaction schema minus tx_amount: records written with it cannot be read."""
     schema = json.loads(load_schema("transaction"))

@@ -1,10 +1,12 @@
 """Clear errors from the cluster manager before anything starts."""
 
+import base64
 import socket
+import uuid
 
 import pytest
 
-from rtml.cluster import ClusterError, LocalCluster
+from rtml.cluster import ClusterError, LocalCluster, manager
 from rtml.cluster.java import find_java
 from rtml.cluster.node import Node
 from rtml.config import Settings
@@ -43,3 +45,12 @@ def test_node_config_has_the_durability_defaults(tmp_path):
     assert props["controller.quorum.voters"] == (
         "1@127.0.0.1:30100,2@127.0.0.1:30101,3@127.0.0.1:30102"
     )
+
+
+def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option(monkeypatch):
+    # The first draw starts with "-" (kafka-storage would take it for an option).
+    draws = iter([uuid.UUID(bytes=b"\xfb" + bytes(15)), uuid.UUID(bytes=bytes(range(16)))])
+    monkeypatch.setattr(manager.uuid, "uuid4", lambda: next(draws))
+    cid = manager.new_cluster_id()
+    assert cid == base64.urlsafe_b64encode(bytes(range(16))).decode().rstrip("=")
+    assert len(cid) == 22 and not cid.startswith("-")
