@@ -36,6 +36,7 @@ lab: install  ## start the cluster and the live simulator, open the control room
 	$(BIN)/rtml cluster up
 	$(BIN)/rtml topics apply
 	$(BIN)/rtml schemas register
+	$(BIN)/rtml model train --publish --if-unpublished
 	$(BIN)/rtml services up
 	$(BIN)/rtml ui
 
@@ -71,6 +72,7 @@ grade: install  ## grade your lab: make grade WEEK=1
 bench: install  ## benchmarks -> docs/benchmarks.md (BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m bench.producer $(BENCH_ARGS)
 	$(BIN)/python -m bench.features $(BENCH_ARGS)
+	$(BIN)/python -m bench.inference $(BENCH_ARGS)
 
 clean:  ## remove the venv and caches (not the cluster: use make down first)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -23,6 +23,9 @@ PLUGINS: tuple[str, ...] = (
     "rtml.connect.cli",
     "rtml.features.cli",
     "rtml.services.cli",
+    "rtml.model.cli",
+    "rtml.serve.cli",
+    "rtml.serve.http_cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.

@@ -38,6 +38,7 @@ ENV_VARS = (
     "RTML_UI_ADDRESS",
     "RTML_UI_PORT",
     "RTML_LIVE_RATE",
+    "RTML_ONLINE_PORT",
 )
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
@@ -77,6 +78,7 @@ class Settings:
     ui_address: str = "127.0.0.1"
     ui_port: int = 8501
     live_rate: float = 20.0
+    online_port: int = 8600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +133,7 @@ class Settings:
             ui_address=ui_address,
             ui_port=_int(env, "RTML_UI_PORT", 8501, 1024, 65535),
             live_rate=_rate(env, "RTML_LIVE_RATE", 20.0, 100_000.0),
+            online_port=_int(env, "RTML_ONLINE_PORT", 8600, 1024, 65535),
         )
 
     @property
@@ -193,6 +196,7 @@ class Settings:
             "RTML_UI_ADDRESS": self.ui_address,
             "RTML_UI_PORT": str(self.ui_port),
             "RTML_LIVE_RATE": repr(self.live_rate),
+            "RTML_ONLINE_PORT": str(self.online_port),
         }
         optional = {
             "RTML_BOOTSTRAP_SERVERS": self.bootstrap_servers,

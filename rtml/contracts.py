@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 
 class PartitionKey(Protocol):
     """Week 1: the record key for a transaction (Kafka hashes it to choose the partition)."""
@@ -73,6 +75,24 @@ class DistinctResult(Protocol):
     def __call__(self, state: list) -> int: ...
 
 
+class LabelsKnownAt(Protocol):
+    """Week 3: which labels (by arrival time) a training run at `cutoff_ms` may use."""
+
+    def __call__(self, label_times_ms: Any, cutoff_ms: int | None) -> Any: ...
+
+
+class ScoreBatch(Protocol):
+    """Week 3: one score per row of a micro-batch, one model call, NaN for invalid rows."""
+
+    def __call__(self, score: Callable[[Any], Any], rows: Any, valid: Any) -> Any: ...
+
+
+class LatencyMeasures(Protocol):
+    """Week 3: freshness, event-to-prediction and scoring time (µs) of one prediction."""
+
+    def __call__(self, appended_ms: int, feature_ms: int, predicted_ms: int) -> dict[str, int]: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -98,6 +118,13 @@ class Exercise:
 
 
 _DISTINCT = "distinct_values"
+
+
+def _first_column(rows: np.ndarray) -> np.ndarray:
+    """A stand-in model for the examples: the first input column is the score."""
+    return rows[:, 0].astype(np.float64)
+
+
 _TXN = {"transaction_id": 7, "customer_id": 42, "terminal_id": 1234, "tx_amount": 57.16}
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -125,6 +152,18 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise(2, "aggregators", "distinct_agg", DistinctAgg, ([3, 9], 5), list, _DISTINCT),
     Exercise(2, "aggregators", "distinct_merge", DistinctMerge, ([3, 9], [5, 9]), list, _DISTINCT),
     Exercise(2, "aggregators", "distinct_result", DistinctResult, ([3, 5, 9],), int, _DISTINCT),
+    Exercise(
+        3, "point_in_time", "labels_known_at", LabelsKnownAt, ([100, 200, 300], 200), np.ndarray
+    ),
+    Exercise(
+        3,
+        "batching",
+        "score_batch",
+        ScoreBatch,
+        (_first_column, np.array([[0.2], [0.9]], np.float32), np.array([True, False])),
+        np.ndarray,
+    ),
+    Exercise(3, "freshness", "latency_measures", LatencyMeasures, (1_000, 1_004, 1_010), dict),
 )
 
 ExerciseFn = Callable[..., Any]

@@ -138,6 +138,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
             "original key",
             f"records the {stage} stage could not process, with origin headers",
             retention_ms=KEEP,
+            # The serve stage dead-letters refused model versions, ONNX graph included.
+            **({"max_message_bytes": str(MODEL_MAX_BYTES)} if stage == "serve" else {}),
         )
         for stage in DLQ_STAGES
     ),

@@ -53,6 +53,8 @@ PIPELINE_TOPICS = (
 class FeatureRun:
     """`rtml features run` as a child process, stopped when the `with` block ends."""
 
+    what = "feature app"  # how errors name the process (subclasses run other commands)
+
     def __init__(
         self,
         settings: Settings,
@@ -97,7 +99,7 @@ class FeatureRun:
         if self.running:
             assert self.proc is not None
             raise FeatureError(
-                f"The feature app of group {self.group} is already running (pid {self.proc.pid})."
+                f"The {self.what} of group {self.group} is already running (pid {self.proc.pid})."
             )
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # The child reads the same cluster and implementation as the caller.
@@ -145,7 +147,7 @@ class FeatureRun:
         while True:
             if not self.running:
                 raise FeatureError(
-                    f"The feature app stopped before {topic} had {n} records; its output:\n"
+                    f"The {self.what} stopped before {topic} had {n} records; its output:\n"
                     + self.output()
                 )
             try:
@@ -157,7 +159,7 @@ class FeatureRun:
             if time.monotonic() - start > timeout:
                 raise FeatureError(
                     f"{topic} has {have} of {n} records after {timeout:g} s{problem}: the "
-                    f"feature app is too slow or stuck; its output:\n{self.output()}"
+                    f"{self.what} is too slow or stuck; its output:\n{self.output()}"
                 )
             time.sleep(0.5)
 
@@ -212,8 +214,10 @@ def fresh_topics(settings: Settings, names: Sequence[str] = PIPELINE_TOPICS) -> 
 def _created(settings: Settings) -> bool:
     try:
         topics.apply(settings)
-    except topics.TopicError:
-        return False  # a deletion can still be settling on a broker: creation fails until then
+    except (topics.TopicError, KafkaException):
+        # A deletion can still be settling on a broker: creation (or the describe after
+        # it, with UNKNOWN_TOPIC_OR_PART) fails until then.
+        return False
     return True
 
 

@@ -67,14 +67,20 @@ def _simulator(settings: Settings) -> list[str]:
     ]
 
 
-# In start order; they stop in the reverse order. The feature app starts first, so it is
-# reading when the first live transaction arrives.
+# In start order; they stop in the reverse order. The feature app and the prediction service
+# start first, so they are reading when the first live transaction arrives.
 SERVICES: tuple[Service, ...] = (
     Service(
         "features",
         "the feature app (Quix Streams): each transaction with its features",
         lambda settings: ["features", "run"],
         ready_log="Feature app instance",
+    ),
+    Service(
+        "serve",
+        "the prediction service: each transaction scored by the latest model",
+        lambda settings: ["serve", "run"],
+        ready_log="Prediction service instance",
     ),
     Service(
         "simulator",

@@ -41,3 +41,19 @@ def test_week2_unfilled_labs_fail_with_the_hint():
     failed = [c for c in result.checks if not c.passed]
     assert {c.exercise for c in failed} == {"customer_window", "choose_grace", "distinct_values"}
     assert all("NotImplementedError: TODO" in c.detail for c in failed)
+
+
+def test_week3_solutions_pass_and_every_exercise_is_graded():
+    result = grade("week3", impl="solutions")
+    assert result.passed, result.render()
+    graded = {e.graded_as for e in EXERCISES if e.week == 3}
+    assert graded == {"labels_known_at", "score_batch", "latency_measures"}
+    assert {c.exercise for c in result.checks} == graded
+
+
+def test_week3_unfilled_labs_fail_with_the_hint():
+    result = grade("week3", impl="labs")
+    assert not result.passed
+    failed = [c for c in result.checks if not c.passed]
+    assert {c.exercise for c in failed} == {"labels_known_at", "score_batch", "latency_measures"}
+    assert all("NotImplementedError: TODO" in c.detail for c in failed)

@@ -20,7 +20,7 @@ def settings(tmp_path, monkeypatch):
 
 
 def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
-    assert NAMES == ("features", "simulator")
+    assert NAMES == ("features", "serve", "simulator")
     for svc in SERVICES:
         argv = svc.argv(settings)
         assert argv[:3] == [sys.executable, "-m", "rtml"]
@@ -30,9 +30,11 @@ def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
         assert svc.description
 
 
-def test_the_feature_app_runs_before_the_simulator(settings):
+def test_the_feature_app_and_the_prediction_service_run_before_the_simulator(settings):
     assert service("features").argv(settings)[3:5] == ["features", "run"]
-    assert NAMES.index("features") < NAMES.index("simulator")
+    assert service("serve").argv(settings)[3:] == ["serve", "run"]
+    assert service("serve").marker(settings) == "rtml serve run"
+    assert NAMES.index("features") < NAMES.index("serve") < NAMES.index("simulator")
 
 
 def test_the_simulator_emits_at_the_configured_rate_without_a_progress_bar(settings):
@@ -56,7 +58,7 @@ def test_an_unknown_service_is_one_sentence_naming_the_services():
     with pytest.raises(ServiceError) as info:
         service("rm -rf /")
     assert str(info.value) == (
-        "There is no service 'rm -rf /': the services are features, simulator."
+        "There is no service 'rm -rf /': the services are features, serve, simulator."
     )
     with pytest.raises(ServiceError):
         selected(["simulator", "miner"])
@@ -70,7 +72,7 @@ def test_selection_keeps_table_order_and_defaults_to_all():
 
 def test_status_without_pid_files_is_stopped_and_a_stale_one_is_exited(settings):
     states = {s.name: s for s in status(settings)}
-    assert set(states) == {"features", "simulator"}
+    assert set(states) == {"features", "serve", "simulator"}
     only = states["simulator"]
     assert (only.name, only.state, only.pid, only.alive) == ("simulator", "stopped", None, False)
     pid_file = service("simulator").process(settings).pid_file

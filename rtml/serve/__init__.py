@@ -1,0 +1,1 @@
+"""The online prediction service: features in, one scored decision per transaction out."""
