@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
+import subprocess
 import sys
+import time
+import webbrowser
 from collections.abc import Sequence
+
+import httpx
 
 from rtml.config import Settings, project_root
 from rtml.errors import RtmlError
@@ -141,7 +147,14 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the control room until Ctrl-C; open it in a browser once it answers.
+
+    Streamlit always runs headless here: otherwise its first run asks for an e-mail address
+    on the terminal (and fails without one), and `make lab` would stop there. The browser
+    is opened from here instead, once the page can be served.
+    """
     home = project_root() / "lab_app" / "Home.py"
+    url = f"http://127.0.0.1:{settings.ui_port}"
     cmd = [
         sys.executable,
         "-m",
@@ -150,16 +163,35 @@ def _ui(args: argparse.Namespace, settings: Settings) -> int:
         str(home),
         f"--server.address={settings.ui_address}",
         f"--server.port={settings.ui_port}",
-        f"--server.headless={'true' if args.headless else 'false'}",
+        "--server.headless=true",
         "--browser.gatherUsageStats=false",
     ]
-    print(
-        f"Control room on http://127.0.0.1:{settings.ui_port} "
-        "(Ctrl-C stops it; the cluster keeps running)."
-    )
+    print(f"Control room on {url} (Ctrl-C stops it; the cluster keeps running).")
     sys.stdout.flush()
-    os.execv(cmd[0], cmd)
-    return 0  # pragma: no cover
+    proc = subprocess.Popen(cmd)
+    # A SIGTERM (`kill`, a test's teardown) stops the server too, not only this process.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        if not args.headless and _served(proc, f"{url}/_stcore/health"):
+            webbrowser.open(url)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        return 0
+
+
+def _served(proc: subprocess.Popen[bytes], health: str, timeout: float = 60.0) -> bool:
+    """True once `health` answers 200; False if the server exits or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:

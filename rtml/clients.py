@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from rtml.config import Settings
@@ -62,3 +62,24 @@ def create_missing_topics(settings: Settings, topics: Sequence[NewTopic]) -> lis
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RtmlError(f"Topic {name} could not be created: {exc.args[0].str()}.") from exc
     return created
+
+
+def partitions_of(
+    consumer: Consumer,
+    settings: Settings,
+    topic: str,
+    error: type[RtmlError] = RtmlError,
+    timeout: float = 10.0,
+) -> list[int]:
+    """The partition numbers of `topic`, sorted; `error` with one sentence when the cluster
+    cannot be reached or the topic does not exist."""
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    except KafkaException as exc:
+        raise error(
+            f"Cannot read topic {topic} at {settings.bootstrap} ({exc}): is the cluster up "
+            "(`rtml cluster status`)?"
+        ) from exc
+    if meta.error is not None:
+        raise error(f"Topic {topic} does not exist: create it with `rtml topics apply`.")
+    return sorted(meta.partitions)

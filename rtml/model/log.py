@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from rtml.clients import QUIET
+from rtml.clients import QUIET, partitions_of
 from rtml.config import Settings
 from rtml.model.update import ModelError
 
@@ -49,17 +49,8 @@ class Slice:
 def plan(consumer: Consumer, settings: Settings, topic: str, since_ms: int | None) -> Slice:
     """The slice of `topic` to read: from offset 0 (or the first record at or after
     `since_ms`) to each partition's end offset now."""
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    except KafkaException as exc:
-        raise ModelError(
-            f"Cannot read topic {topic} at {settings.bootstrap} ({exc}): is the cluster up "
-            "(`rtml cluster status`)?"
-        ) from exc
-    if meta.error is not None:
-        raise ModelError(f"Topic {topic} does not exist: run `rtml topics apply`.")
     start, end = {}, {}
-    for p in sorted(meta.partitions):
+    for p in partitions_of(consumer, settings, topic, ModelError):
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         start[p], end[p] = low, high
     if since_ms is not None and end:

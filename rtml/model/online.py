@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from rtml.clients import QUIET
+from rtml.clients import QUIET, partitions_of
 from rtml.config import Settings
 from rtml.errors import RtmlError
 from rtml.observe import no_broker
@@ -587,19 +587,16 @@ def _consumer(settings: Settings) -> Consumer:
 
 
 def _assign_from(
-    consumer: Consumer, topics: Mapping[str, int | None], timeout: float = 10.0
+    consumer: Consumer,
+    settings: Settings,
+    topics: Mapping[str, int | None],
+    timeout: float = 10.0,
 ) -> dict[tuple[str, int], int]:
     """Assign every partition of each topic from its start time (ms; 0 = the beginning,
     None = the end); return the end offset of each partition at this moment."""
     assignment, ends = [], {}  # ends: (topic, partition) -> end offset
     for topic, since_ms in topics.items():
-        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        if meta.error is not None:
-            raise EvaluationError(
-                f"Topic {topic!r} does not exist: create the catalogue's topics with "
-                "`rtml topics apply`."
-            )
-        for p in sorted(meta.partitions):
+        for p in partitions_of(consumer, settings, topic, EvaluationError, timeout):
             tp = TopicPartition(topic, p)
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
             if since_ms is None:
@@ -639,7 +636,7 @@ def follow_evaluation(
     consumer = _consumer(settings)
     try:
         try:
-            ends = _assign_from(consumer, starts)
+            ends = _assign_from(consumer, settings, starts)
         except KafkaException as exc:
             raise EvaluationError(no_broker(settings)) from exc
         evaluator.join.expect_partitions(
@@ -716,10 +713,7 @@ def read_features_between(
     rows: list[tuple[Any, ...]] = []
     undecodable = 0
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise EvaluationError(f"Topic {topic!r} does not exist: run `rtml topics apply`.")
-        partitions = sorted(meta.partitions)
+        partitions = partitions_of(consumer, settings, topic, EvaluationError)
         # One request per bound: a request names each partition once.
         firsts, lasts = (
             consumer.offsets_for_times(

@@ -46,7 +46,7 @@ import pandas as pd
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from hdrh.histogram import HdrHistogram
 
-from rtml.clients import QUIET
+from rtml.clients import QUIET, partitions_of
 from rtml.config import Settings
 from rtml.errors import RtmlError
 from rtml.impl import exercise
@@ -317,16 +317,10 @@ def snapshot_path(settings: Settings) -> Path:
 
 
 def _start_offsets(
-    consumer: Consumer, topic: str, since_ms: int | None, timeout: float
+    consumer: Consumer, settings: Settings, topic: str, since_ms: int | None, timeout: float
 ) -> list[TopicPartition]:
     """Every partition of `topic`, at the first record at or after `since_ms` (None: the end)."""
-    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
-    if meta.error is not None:
-        raise LatencyError(
-            f"Topic {topic!r} does not exist: create the catalogue's topics with "
-            "`rtml topics apply`."
-        )
-    partitions = sorted(meta.partitions)
+    partitions = partitions_of(consumer, settings, topic, LatencyError, timeout)
     if since_ms is None:
         return [TopicPartition(topic, p, OFFSET_END) for p in partitions]
     wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
@@ -358,7 +352,7 @@ def follow_predictions(
     )
     try:
         try:
-            consumer.assign(_start_offsets(consumer, topic, since_ms, timeout=10))
+            consumer.assign(_start_offsets(consumer, settings, topic, since_ms, timeout=10))
         except KafkaException as exc:
             raise LatencyError(no_broker(settings)) from exc
         while True:
@@ -410,7 +404,7 @@ def _records_after(settings: Settings, topic: str, since_ms: int) -> int:
     )
     try:
         total = 0
-        for tp in _start_offsets(consumer, topic, since_ms, timeout=10):
+        for tp in _start_offsets(consumer, settings, topic, since_ms, timeout=10):
             _low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, tp.partition), timeout=10
             )

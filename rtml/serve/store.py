@@ -47,13 +47,12 @@ from typing import IO, Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
-from rtml.clients import QUIET, durable_producer
+from rtml.clients import QUIET, durable_producer, partitions_of
 from rtml.config import Settings
 from rtml.dlq import dlq_topic, origin_headers
 from rtml.errors import RtmlError
@@ -401,19 +400,6 @@ def _consumer(settings: Settings, name: str) -> Consumer:
     )
 
 
-def _partitions(consumer: Consumer, settings: Settings, topic: str) -> list[int]:
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    except KafkaException as exc:
-        raise OnlineStoreError(
-            f"The online store cannot read topic {topic} at {settings.bootstrap} ({exc}): "
-            "is the cluster up (`rtml cluster status`)?"
-        ) from exc
-    if meta.error is not None:
-        raise OnlineStoreError(f"Topic {topic} does not exist: run `rtml topics apply`.")
-    return sorted(meta.partitions)
-
-
 class _Reader:
     """Consumes `features` in batches and applies each batch to a store with its offsets."""
 
@@ -530,7 +516,7 @@ def rebuild(
 def _start_and_end(
     consumer: Consumer, settings: Settings, from_offset: int, from_timestamp: int | None
 ) -> tuple[dict[int, int], dict[int, int]]:
-    partitions = _partitions(consumer, settings, TOPIC)
+    partitions = partitions_of(consumer, settings, TOPIC, OnlineStoreError)
     marks = {
         p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10) for p in partitions
     }
@@ -562,7 +548,7 @@ class Follower(threading.Thread):
         # Asked here, in the caller's thread, so a cluster that is down fails at once.
         self.consumer = _consumer(settings, name)
         try:
-            self.partitions = _partitions(self.consumer, settings, TOPIC)
+            self.partitions = partitions_of(self.consumer, settings, TOPIC, OnlineStoreError)
         except OnlineStoreError:
             self.consumer.close()
             raise

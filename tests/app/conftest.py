@@ -28,21 +28,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def control_room(cluster_settings) -> Iterator[str]:
-    """The control room served by Streamlit on a free loopback port; stopped afterwards."""
+    """The control room as `make lab` serves it (`rtml ui`) on a free loopback port, with no
+    terminal to answer a prompt; stopped afterwards, Streamlit's server with it."""
     port = _free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "lab_app" / "Home.py"),
-            "--server.address=127.0.0.1",
-            f"--server.port={port}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
-        ],
-        env=dict(os.environ),
+        [sys.executable, "-m", "rtml", "ui", "--headless"],
+        env={**os.environ, "RTML_UI_PORT": str(port)},
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -63,6 +55,9 @@ def control_room(cluster_settings) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        # `rtml ui` stopped its server: nothing answers on the port any more.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,15 @@ PARAMETERS = {
         "n_days": 35,
         "n_late_per_customer": 30,
     },
+    "week3_event_driven_ml": {
+        "n_customers": 100,
+        "n_terminals": 200,
+        "n_days": 30,
+        "live_seconds": 10.0,
+        "batch_sizes": [1, 10, 100],
+        "min_seconds": 0.1,
+        "n_requests": 100,
+    },
 }
 
 
