@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from quixstreams import Application, State, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
@@ -50,6 +50,7 @@ from rtml.features.labels import LabelTable, to_millis
 from rtml.features.windows import WindowStats, add_live_windows
 from rtml.impl import exercise
 from rtml.partitioner import partition_for
+from rtml.poll import until
 from rtml.schemas import SchemaError
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
 from rtml.simulate.producer import PRODUCER_CONFIG
@@ -156,7 +157,7 @@ def _check_partitioner(settings: Settings, topic: str, partitions: int) -> None:
     )
     try:
         for p in range(partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, TopicPartition(topic, p))
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, p, low)])
@@ -172,6 +173,33 @@ def _check_partitioner(settings: Settings, topic: str, partitions: int) -> None:
                 )
     finally:
         consumer.close()
+
+
+# Answers a partition gives while its leader moves (a node just restarted): ask again.
+_LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) -> tuple[int, int]:
+    """(low, high) offsets of `tp`, asked again for up to `timeout` s while its leader moves.
+
+    Right after a node restarts, a partition's metadata can still name the old leader, which
+    answers NOT_LEADER_FOR_PARTITION; a start-up check must not die of that.
+    """
+
+    def ask() -> tuple[int, int] | None:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() in _LEADER_MOVING:
+                return None
+            raise
+
+    return until(ask, timeout, f"a leader for {tp.topic}[{tp.partition}]", interval=0.5)
 
 
 class FeatureApp:
