@@ -7,6 +7,7 @@ calls it, and turns an `RtmlError` into one clear sentence and exit status 2.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import os
 import signal
@@ -144,6 +145,19 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
         services.down(settings)
         print("An external cluster is configured (RTML_BOOTSTRAP_SERVERS); it keeps running.")
     return 0
+
+
+def iso_time_ms(text: str) -> int:
+    """An argparse type: an ISO 8601 date or time (UTC unless it says otherwise) as epoch ms."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time: use e.g. 2018-05-01 or 2018-05-01T12:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:

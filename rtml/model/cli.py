@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from rtml.cli import iso_time_ms
 from rtml.config import Settings
 from rtml.errors import RtmlError
 
@@ -169,10 +170,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="read the features and labels topics instead of simulating a history",
     )
     train.add_argument(
-        "--since", type=_when, help="with --from-log: features stamped at or after this ISO time"
+        "--since",
+        type=iso_time_ms,
+        help="with --from-log: features stamped at or after this ISO time",
     )
     train.add_argument(
-        "--cutoff", type=_when, help="with --from-log: only labels that arrived by this ISO time"
+        "--cutoff",
+        type=iso_time_ms,
+        help="with --from-log: only labels that arrived by this ISO time",
     )
     train.add_argument("--customers", type=int, default=5000, help="simulated customers (5000)")
     train.add_argument("--terminals", type=int, default=10000, help="simulated terminals (10000)")
@@ -202,19 +207,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "model-updates holds now.",
     )
     listing.set_defaults(func=_list)
-
-
-def _when(text: str) -> int:
-    """An ISO date or time (UTC unless it says otherwise) as epoch milliseconds."""
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO date or time such as 2018-05-01 or 2018-05-01T12:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def _days(text: str) -> int:

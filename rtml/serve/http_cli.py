@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import time
 
+from rtml.cli import iso_time_ms
 from rtml.config import Settings
 from rtml.serve.store import DEFAULT_NAME, OnlineStoreError
-
-
-def _timestamp(text: str) -> int:
-    """ISO 8601 to epoch ms (no zone means UTC)."""
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time: use e.g. 2018-05-01T12:00:00"
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,7 +71,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     start = rebuild.add_mutually_exclusive_group()
     start.add_argument(
         "--from-timestamp",
-        type=_timestamp,
+        type=iso_time_ms,
         metavar="ISO",
         help="start at the first record stamped at or after this time (no zone: UTC)",
     )
