@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -99,10 +101,10 @@ def show(fig: plt.Figure) -> None:
 # %%
 from rtml.features.runner import PIPELINE_TOPICS, FeatureRun, fresh_topics  # noqa: E402
 from rtml.schemas import register_all  # noqa: E402
+from rtml.serve.runner import SERVING_TOPICS  # noqa: E402
 from rtml.simulate import SimulationParams, simulate  # noqa: E402
 from rtml.simulate.producer import publish_reference, replay  # noqa: E402
 
-SERVING_TOPICS = ("predictions", "model-updates", "serve.dlq")
 fresh_topics(settings, [*PIPELINE_TOPICS, *SERVING_TOPICS])
 register_all(settings)
 sim = simulate(
@@ -503,7 +505,10 @@ print(
 # the batch it arrived with. The feature app is where the time goes: a repartition hop (by
 # terminal), the global label table it must read up to each payment's time, and, on a
 # laptop that also runs three brokers, a Python process that gets the CPU when the others
-# let it. The numbers here come from that machine at a low rate (`python -m bench.serve`
+# let it. Each hop also waits for its poll: a batch read waits out its whole timeout unless
+# the batch fills, which at a few payments per second it never does. With Quix's default
+# (1 s) features were seconds old here; the app polls with 10 ms (`FeatureOptions.poll_timeout`,
+# and docs/architecture.md, "Latency: where a hop waits"). The numbers here come from that machine at a low rate (`python -m bench.serve`
 # measures the service alone at fixed rates), and the first thing to try when freshness is too high is
 # more feature-app instances (partitions are the unit of parallelism, week 1), not a faster
 # model.

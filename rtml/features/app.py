@@ -86,8 +86,14 @@ class FeatureOptions:
     # Timestamps further ahead of the wall clock than this are rejected as poison.
     max_future_ms: int = MS_PER_DAY
     instance: str = "0"
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # Where a new group starts reading transactions. The tables (customers, terminals) are
+    # always read whole: a join against a table read from its end would find nothing.
+    start: Literal["earliest", "latest"] = "earliest"
     label_wait_s: float = 5.0
+    # Seconds Quix's consumer waits for a batch. With joins, Quix reads in batches to order
+    # records by time across topics, and confluent-kafka's batch read waits out its whole
+    # timeout unless the batch fills: at lab rates every hop costs this much latency.
+    poll_timeout: float = 0.01
     windows: bool = True
     label_join: bool = True
 
@@ -202,6 +208,30 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) ->
     return until(ask, timeout, f"a leader for {tp.topic}[{tp.partition}]", interval=0.5)
 
 
+def start_at_end(settings: Settings, group: str, topic: str, partitions: int) -> None:
+    """Commit `group`'s offsets at the end of `topic` where it has none yet.
+
+    Kafka's `auto.offset.reset` applies to every topic a group reads, and Quix reads the
+    tables (customers, terminals) in the same group: "latest" there would leave them empty
+    and, as Quix waits for every partition of a join to be read up to its end before it
+    orders records across them, the app would stall. So the group starts at "earliest"
+    and a new group's transactions are moved to their end here, before it joins.
+    """
+    consumer = Consumer(settings.client_config(group_id=group, enable_auto_commit=False))
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = consumer.committed(tps, timeout=10)
+        fresh = [
+            TopicPartition(topic, tp.partition, watermarks(consumer, tp)[1])
+            for tp in committed
+            if tp.offset < 0
+        ]
+        if fresh:
+            consumer.commit(offsets=fresh, asynchronous=False)
+    finally:
+        consumer.close()
+
+
 class FeatureApp:
     """Builds the Quix application and owns what it needs beyond Quix (label table, codecs)."""
 
@@ -218,6 +248,11 @@ class FeatureApp:
         self.encode_features = PreparedSerializer.for_topic(settings, "features")
         self.customer_window: Callable[..., tuple[int, float]] = exercise("customer_window")
         self._source_partitions = check_topics(settings)
+        if self.options.start == "latest":
+            # Labels too, for the label join: the labels of transactions from now on come
+            # after now. (The label table behind terminal risk reads all labels itself.)
+            for topic in ("transactions", "labels"):
+                start_at_end(settings, self.options.group, topic, self._source_partitions)
         # (source partition, repartition partition) -> latest event time seen
         self._progress: dict[tuple[int, int], int] = {}
         self.app = self._application()
@@ -249,7 +284,8 @@ class FeatureApp:
             consumer_group=o.group,
             processing_guarantee=o.guarantee,
             commit_interval=self.commit_interval,
-            auto_offset_reset=o.auto_offset_reset,
+            auto_offset_reset="earliest",
+            consumer_poll_timeout=o.poll_timeout,
             state_dir=state_dir,
             producer_extra_config={
                 "partitioner": PARTITIONER,

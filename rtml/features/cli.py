@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         commit_interval=args.commit_interval,
         grace_ms=round(args.grace * 1000),
         instance=args.instance,
-        auto_offset_reset=args.start,
+        start=args.start,
         windows=not args.no_windows,
     )
     feature_app = FeatureApp(settings, options)
@@ -88,7 +88,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "--start",
         choices=("earliest", "latest"),
         default="earliest",
-        help="where a new group starts reading (default earliest)",
+        help="where a new group starts reading transactions (default earliest); the "
+        "customer and terminal tables are always read whole",
     )
     run.add_argument("--no-windows", action="store_true", help="skip the live demo windows")
     run.add_argument(

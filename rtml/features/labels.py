@@ -162,8 +162,17 @@ class LabelTable:
         return True
 
     def _read(self, timeout: float) -> None:
-        assert self._consumer is not None
-        for msg in self._consumer.consume(_BATCH, timeout=timeout):
+        """Read what has arrived, waiting up to `timeout` s for the first label only.
+
+        (`consume(n, timeout)` would wait out the whole timeout unless n labels came, and
+        this runs in the path of every transaction.)
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        first = consumer.poll(timeout)
+        if first is None:
+            return
+        for msg in [first, *consumer.consume(_BATCH, timeout=0)]:
             if msg.error() is not None:
                 log.warning("Label consumer: %s", msg.error())
                 continue

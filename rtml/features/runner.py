@@ -64,12 +64,13 @@ class FeatureRun:
         guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once",
         windows: bool = True,
         instance: str = "0",
+        start: Literal["earliest", "latest"] = "earliest",
     ) -> None:
         self.settings = settings
         self.group = group or f"rtml-features-{uuid.uuid4().hex[:8]}"
         self.instance = instance
         args = ["features", "run", "--group", self.group, "--guarantee", guarantee]
-        args += ["--instance", instance]
+        args += ["--instance", instance, "--start", start]
         if grace_ms is not None:
             args += ["--grace", f"{grace_ms / 1000:.3f}"]
         if not windows:

@@ -18,6 +18,9 @@ from rtml.serve.errors import ServeError
 from rtml.serve.service import Guarantee
 from rtml.serve.status import ServeStatus, read_status
 
+# The topics the service reads and writes beyond the feature pipeline's (`PIPELINE_TOPICS`).
+SERVING_TOPICS = ("predictions", "model-updates", "serve.dlq")
+
 
 class ServeRun(FeatureRun):
     """`rtml serve run` as a child process, stopped when the `with` block ends."""

@@ -415,8 +415,17 @@ class _Reader:
         self._producer: Producer | None = None
 
     def step(self, consumer: Consumer, timeout: float) -> BatchResult | None:
-        """Consume one batch and apply it; None when nothing came."""
-        messages = [m for m in consumer.consume(_BATCH, timeout=timeout) if m.error() is None]
+        """Consume one batch and apply it; None when nothing came.
+
+        Waits up to `timeout` for the first record only, then takes what has arrived with
+        it: `consume(n, timeout)` would wait out the whole timeout unless n records came,
+        and every feature would reach the store that much later.
+        """
+        first = consumer.poll(timeout)
+        if first is None:
+            return None
+        batch = [first, *consumer.consume(_BATCH - 1, timeout=0)]
+        messages = [m for m in batch if m.error() is None]
         if not messages:
             return None
         records, poison = [], []
