@@ -63,6 +63,7 @@ class LabelTable:
         self._consumer: Consumer | None = None
         self._partitions: list[TopicPartition] = []
         self._last_label_time: dict[int, int] = {}
+        self._positions: dict[int, int] = {}
         self._horizon = 0
 
     def start(self) -> None:
@@ -103,6 +104,14 @@ class LabelTable:
         consumer.assign(self._partitions)
         self._consumer = consumer
         self._last_label_time = {tp.partition: -1 for tp in self._partitions}
+        # Where each partition's reading starts: the consumer reports no position until it
+        # has returned a record, and an empty partition never returns one.
+        self._positions = {
+            tp.partition: consumer.get_watermark_offsets(
+                TopicPartition(self.topic, tp.partition), timeout=10
+            )[0]
+            for tp in self._partitions
+        }
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -156,8 +165,10 @@ class LabelTable:
             if self._last_label_time[tp.partition] > now_ms:
                 continue
             _, high = consumer.get_watermark_offsets(tp, cached=True)
+            # The consumer's position also counts offsets that hold no record (transaction
+            # markers); before the first record it has none, and the start holds.
             position = consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
-            if high < 0 or position < 0 or position < high:
+            if high < 0 or max(position, self._positions[tp.partition]) < high:
                 return False
         return True
 
@@ -196,6 +207,7 @@ class LabelTable:
             known.times.insert(at, tx_ms)
             known.frauds.insert(at, int(label["tx_fraud"]))
             self._last_label_time[msg.partition()] = msg.timestamp()[1]
+            self._positions[msg.partition()] = msg.offset() + 1
             self.labels_read += 1
 
 

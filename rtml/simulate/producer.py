@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -352,11 +353,15 @@ def live(
     progress: bool = True,
     label_delay: float = LIVE_LABEL_DELAY_S,
     labels: bool = True,
+    stop: threading.Event | None = None,
+    first_lap: int = 0,
 ) -> ProduceReport:
-    """Emit transactions at `rate` per second with now-time, until `duration` s or Ctrl-C.
+    """Emit transactions at `rate` per second with now-time, until `duration` s, `stop` is
+    set, or Ctrl-C.
 
     The simulated history supplies customers, terminals, amounts and frauds, in event-time
-    order, looping when it runs out (each lap gets fresh transaction ids). `tx_datetime`
+    order, looping when it runs out (each lap gets fresh transaction ids; `first_lap` lets a
+    later run continue with ids no earlier run used). `tx_datetime`
     and the record timestamp are the wall-clock time of sending; each label is sent
     `label_delay` seconds later. Labels not yet due when the run stops are counted in
     `labels_pending`, not sent early.
@@ -380,6 +385,8 @@ def live(
         duration,
         label_delay if labels else None,
         pending,
+        stop,
+        first_lap,
     )
     report = _run(
         settings, [stream], total=None, desc="live", progress=progress, config=LIVE_CONFIG
@@ -396,6 +403,8 @@ def _live_messages(
     duration: float | None,
     label_delay: float | None,
     pending: deque[tuple[float, dict[str, Any]]],
+    stop: threading.Event | None = None,
+    first_lap: int = 0,
 ) -> Iterator[Message]:
     """Transactions paced at `rate` with now-time; labels released when their delay is over."""
     tx_ser, label_ser = serializers["transactions"], serializers.get("labels")
@@ -404,12 +413,12 @@ def _live_messages(
     lap_ids = int(txs["transaction_id"].max()) + 1
     bucket = TokenBucket(rate)  # made here: its tokens accrue from the first record on
     deadline = None if duration is None else time.monotonic() + duration
-    lap = 0
+    lap = first_lap
     while True:
         for row in records(txs, columns, ("tx_fraud",)):
             bucket.take()
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
+            if (deadline is not None and now >= deadline) or (stop is not None and stop.is_set()):
                 return
             while pending and pending[0][0] <= now:
                 label = pending.popleft()[1]
