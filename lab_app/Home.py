@@ -7,5 +7,7 @@ st.set_page_config(page_title="rtml control room", page_icon=":material/hub:", l
 pages = [
     st.Page("pages/cluster.py", title="Cluster", icon=":material/dns:", default=True),
     st.Page("pages/flow.py", title="Flow", icon=":material/timeline:"),
+    st.Page("pages/windows.py", title="Windows", icon=":material/view_timeline:"),
+    st.Page("pages/predictions.py", title="Predictions", icon=":material/online_prediction:"),
 ]
 st.navigation(pages).run()

@@ -162,8 +162,8 @@ def details(record: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def timeline(records: Sequence[Mapping[str, Any]], span_ms: int = 24 * HOUR_MS) -> pd.DataFrame:
-    """One row per window that ended within `span_ms` of the newest end, for a timeline.
+def timeline(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per window, for a timeline with a row (lane) per kind.
 
     Columns: kind, lane (the kind, numbered when its windows overlap: `hopping 2`),
     from/to (UTC; at least MIN_BAR_MS apart), start/end (ms) and details (the aggregates).
@@ -172,14 +172,12 @@ def timeline(records: Sequence[Mapping[str, Any]], span_ms: int = 24 * HOUR_MS) 
     columns = ["kind", "lane", "from", "to", "start", "end", "details"]
     if not records:
         return pd.DataFrame(columns=columns)
-    newest = max(int(r["end"]) for r in records)
-    shown = [r for r in records if int(r["end"]) >= newest - span_ms]
     frame = pd.DataFrame(
         {
-            "kind": [r["kind"] for r in shown],
-            "start": [int(r["start"]) for r in shown],
-            "end": [int(r["end"]) for r in shown],
-            "details": [details(r) for r in shown],
+            "kind": [r["kind"] for r in records],
+            "start": [int(r["start"]) for r in records],
+            "end": [int(r["end"]) for r in records],
+            "details": [details(r) for r in records],
         }
     )
     frame["order"] = frame["kind"].map(KINDS.index)
@@ -194,6 +192,26 @@ def timeline(records: Sequence[Mapping[str, Any]], span_ms: int = 24 * HOUR_MS) 
         np.maximum(frame["end"], frame["start"] + MIN_BAR_MS), unit="ms", utc=True
     )
     return frame[columns]
+
+
+def focus(
+    records: Sequence[Mapping[str, Any]], span_ms: int = 24 * HOUR_MS
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The stretch of event time a timeline opens on: `span_ms` up to the newest window end
+    (and a little after, so the last bar shows whole).
+
+    Windows longer than the span do not set its end: a count window whose first payments
+    were replayed from history and whose last came live spans years, and would otherwise
+    leave every other window out of sight.
+    """
+    if not records:
+        raise ValueError("focus needs at least one window")
+    ends = [int(r["end"]) for r in records if int(r["end"]) - int(r["start"]) <= span_ms]
+    newest = max(ends) if ends else max(int(r["end"]) for r in records)
+    return (
+        pd.Timestamp(newest - span_ms, unit="ms", tz="UTC"),
+        pd.Timestamp(newest + span_ms // 24, unit="ms", tz="UTC"),
+    )
 
 
 def latest(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

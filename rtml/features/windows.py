@@ -161,7 +161,8 @@ def read_windows(
         consumer.assign([TopicPartition(TOPIC, tp.partition, max(low, high - scan))])
         position = max(low, high - scan)
         while position < high:
-            batch = consumer.consume(1000, timeout=5)
+            # No more than are left: consume() waits out its timeout for a batch to fill.
+            batch = consumer.consume(min(1000, high - position), timeout=5)
             if not batch:
                 break
             for msg in batch:

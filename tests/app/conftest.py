@@ -9,12 +9,23 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rtml import services, topics
+from rtml.config import Settings
+from rtml.features.runner import PIPELINE_TOPICS, fresh_topics, remove_group
+from rtml.features.windows import CUSTOMER_KINDS, read_windows
+from rtml.model import registry
+from rtml.model.build import build
+from rtml.model.dataset import training_set
+from rtml.model.train import KINDS
+from rtml.poll import until
 from rtml.schemas import register_all
+from rtml.simulate import Simulation, SimulationParams, simulate
+from rtml.simulate.producer import publish_reference, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -109,3 +120,45 @@ def lab(lab_topics):
     again if a test stopped it; `up` returns at once when it runs)."""
     services.up(lab_topics, ["simulator"])
     return lab_topics
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the `pipeline` fixture set up: the replayed history and the saved versions."""
+
+    settings: Settings
+    sim: Simulation  # the replayed history
+    busiest: int  # the customer with the most replayed transactions
+    versions: tuple[str, str]  # saved model versions; the first one published
+
+
+@pytest.fixture(scope="package")
+def pipeline(lab_topics) -> Pipeline:
+    """The lab after the week 2 notebook and a trained model, built once: a four-day history
+    replayed onto fresh pipeline topics (event time in the past, so its windows close at
+    once), two saved model versions (a logistic regression, published, and a random
+    forest), and the services `make lab` starts: the feature app and the prediction service
+    on that history, then the live simulator."""
+    settings = lab_topics
+    services.down(settings)
+    fresh_topics(settings, [*PIPELINE_TOPICS, "predictions", "serve.dlq"])
+    remove_group(settings, "rtml-features")  # its state would hold another run's event time
+    sim = simulate(SimulationParams(n_customers=40, n_terminals=300, n_days=4, seed=8))
+    publish_reference(settings, sim)
+    assert replay(settings, sim, progress=False).ok
+    history = training_set(
+        simulate(SimulationParams(n_customers=150, n_terminals=300, n_days=30, seed=4))
+    )
+    first, second = (
+        registry.save(settings, build(history, {"kind": "simulation"}, kinds=(kind,)), plot=False)
+        for kind in KINDS
+    )
+    registry.publish(settings, first)
+    services.up(settings)
+    busiest = int(sim.transactions["customer_id"].value_counts().idxmax())
+    until(
+        lambda: {w["kind"] for w in read_windows(settings, busiest)} == set(CUSTOMER_KINDS),
+        120,
+        f"closed windows of every kind for customer {busiest}",
+    )
+    return Pipeline(settings, sim, busiest, (first, second))

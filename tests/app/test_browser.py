@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from rtml.cluster import get_status
+from rtml.features.windows import CUSTOMER_KINDS
 
 
 @pytest.fixture()
@@ -64,6 +65,48 @@ def test_flow_page_shows_rates_lag_and_a_live_tail(control_room, page, lab, shot
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "flow.png"), full_page=True)
     assert (shots / "flow.png").stat().st_size > 10_000
+
+
+def test_windows_page_draws_every_window_kind_of_a_customer(control_room, page, pipeline, shots):
+    # Through the sidebar, as a learner gets there from the Cluster page.
+    page.goto(control_room)
+    page.get_by_role("link", name="Windows").click()
+    heading = re.compile(r"^Customer \d+ \(the busiest customer")
+    # The first visit imports the page's modules into the server: on a busy machine, seconds.
+    expect(page.get_by_text(heading)).to_be_visible(timeout=60_000)
+    # One colour (legend entry) per window kind, each bar from the window's start to its end.
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible(timeout=30_000)
+    legend = chart.locator(".legendtext")
+    expect(legend).to_have_count(len(CUSTOMER_KINDS))
+    for kind in CUSTOMER_KINDS:
+        expect(legend.filter(has_text=re.compile(f"^{kind}$"))).to_have_count(1)
+    headers = page.locator("[role=columnheader]")
+    expect(headers.filter(has_text=re.compile(r"^kind$")).first).to_be_attached(timeout=30_000)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "windows.png"), full_page=True)
+    assert (shots / "windows.png").stat().st_size > 10_000
+
+
+def test_predictions_page_shows_the_model_scores_and_latency(control_room, page, pipeline, shots):
+    page.goto(control_room)
+    page.get_by_role("link", name="Predictions").click()
+    metric = page.get_by_test_id("stMetric")
+    expect(metric.filter(has_text="Model in service")).to_contain_text(
+        re.compile(r"v\d{4}"), timeout=60_000
+    )
+    # The score stream: a scatter coloured by decision, then the newest rows.
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible(timeout=30_000)
+    expect(chart.locator(".legendtext").first).to_be_visible()
+    headers = page.locator("[role=columnheader]")
+    expect(headers.filter(has_text="model_version").first).to_be_attached(timeout=30_000)
+    p50 = metric.filter(has_text="event-to-prediction p50")
+    expect(p50).to_contain_text(re.compile(r"p50\s*[0-9][0-9,]*\.[0-9]"), timeout=30_000)
+    expect(page.get_by_role("button", name="Publish and hot-swap")).to_be_visible()
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "predictions.png"), full_page=True)
+    assert (shots / "predictions.png").stat().st_size > 10_000
 
 
 @pytest.mark.chaos

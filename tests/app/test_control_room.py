@@ -2,7 +2,9 @@
 
 import base64
 import json
+import math
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streamlit.testing.v1 import AppTest
 
 from rtml import services
+from rtml.features.windows import CUSTOMER_KINDS
 from rtml.observe.throughput import end_offsets
 
 HOME = str(Path(__file__).resolve().parents[2] / "lab_app" / "Home.py")
@@ -200,4 +203,124 @@ def test_flow_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
     ]
     assert "rtml services up" in at.code[0].value
     assert [c.value for c in at.caption].count("Waiting for the cluster (see above).") == 2
+    assert time.monotonic() - started < 15
+
+
+def _trace_names(at: AppTest) -> list[str]:
+    """The names of the traces of the page's first chart."""
+    return [trace["name"] for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+
+
+def _in_window(frame: pd.DataFrame, column: str, key: int, row: pd.Series) -> pd.DataFrame:
+    """The replayed transactions of `key` (in `column`) inside the window of `row`."""
+    start, end = (int(t.value // 1_000_000) for t in (row["start"], row["end"]))
+    times = frame["event_time_ms"]
+    return frame[(frame[column] == key) & (times >= start) & (times < end)]
+
+
+def test_windows_page_shows_every_window_kind_of_the_busiest_customer(pipeline):
+    txs = pipeline.sim.transactions
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/windows.py").run()
+    assert not at.exception
+    assert "What to notice (week 2" in at.caption[0].value
+    match = re.fullmatch(r"Customer (\d+) \(the busiest customer .*\)", at.subheader[0].value)
+    assert match, at.subheader[0].value
+    customer = int(match.group(1))
+    latest = _table(at, "kind").set_index("kind")
+    assert list(latest.index) == list(CUSTOMER_KINDS)
+    # The feature app's aggregates are those of the replayed payments in each window.
+    tumbling = latest.loc["tumbling"]
+    paid = _in_window(txs, "customer_id", customer, tumbling)
+    assert tumbling["count"] == len(paid) > 0
+    assert tumbling["sum"] == pytest.approx(paid["tx_amount"].sum())
+    assert set(_trace_names(at)) == set(CUSTOMER_KINDS)
+
+    # A terminal: the one kind of window keyed by terminal, distinct customers included.
+    at.radio(key="windows_of").set_value("terminal").run()
+    assert not at.exception
+    terminal = int(re.match(r"Terminal (\d+) ", at.subheader[0].value).group(1))
+    row = _table(at, "kind").set_index("kind").loc["terminals"]
+    paid = _in_window(txs, "terminal_id", terminal, row)
+    assert row["count"] == len(paid) > 0
+    assert row["customers"] == paid["customer_id"].nunique()
+
+    # A customer typed in: the one with the most replayed payments.
+    at.radio(key="windows_of").set_value("customer")
+    at.number_input(key="windows_id").set_value(pipeline.busiest).run()
+    assert not at.exception
+    assert at.subheader[0].value == f"Customer {pipeline.busiest}"
+    assert set(_table(at, "kind")["kind"]) == set(CUSTOMER_KINDS)
+
+
+def test_windows_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
+    monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("pages/windows.py")
+    started = time.monotonic()
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "No broker answers at 127.0.0.1:1: check RTML_BOOTSTRAP_SERVERS and the security settings."
+    ]
+    assert "rtml services up" in at.code[0].value
+    assert time.monotonic() - started < 15
+
+
+def _ms(metrics: dict[str, str], name: str) -> float:
+    """A latency metric in ms; NaN while it shows "-" (or is not there yet)."""
+    text = metrics.get(name, "-")
+    return math.nan if text == "-" else float(text.replace(",", ""))
+
+
+def test_predictions_page_shows_scores_latency_quality_and_swaps_the_model(pipeline):
+    first, second = pipeline.versions
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/predictions.py")
+
+    def ready(a: AppTest) -> bool:
+        metrics = _metrics(a)
+        return (
+            metrics.get("Model in service") == first
+            # Only live predictions in the span: replayed ones are clamped to 60 s.
+            and _ms(metrics, "event-to-prediction p99") < 60_000
+            and metrics.get("Labelled predictions", "0") != "0"
+        )
+
+    at = _until(at, ready, timeout=90)
+    assert "What to notice (week 3" in at.caption[0].value
+    metrics = _metrics(at)
+    assert metrics["Service"] == "serving"
+    scores = _table(at, "score")
+    assert set(scores["model_version"]) == {first}
+    assert set(scores["decision"]) <= {"APPROVE", "REVIEW", "DECLINE"}
+    assert scores["score"].between(0, 1).all()
+    for measure in ("event-to-prediction", "feature freshness"):
+        p50, p95, p99, top = (_ms(metrics, f"{measure} {p}") for p in ("p50", "p95", "p99", "max"))
+        assert 0 <= p50 <= p95 <= p99 <= top
+    assert _ms(metrics, "event-to-prediction p99") < 60_000
+    assert _count(metrics["Labelled predictions"]) > 0
+
+    # Hot swap: publish the other saved version; the service takes it at a batch boundary.
+    at.selectbox(key="swap_version").set_value(second)
+    at.button(key="swap_publish").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith(f"Published fraud {second} to model-updates")
+    at = _until(at, lambda a: _metrics(a).get("Model in service") == second)
+    assert int(_metrics(at)["Swaps"]) >= 1
+    at = _until(at, lambda a: second in set(_table(a, "score")["model_version"]))
+
+
+def test_predictions_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
+    monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("pages/predictions.py")
+    started = time.monotonic()
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "No broker answers at 127.0.0.1:1: check RTML_BOOTSTRAP_SERVERS and the security settings."
+    ]
+    assert "rtml services up" in at.code[0].value
+    assert "Waiting for the cluster (see above)." in [c.value for c in at.caption]
     assert time.monotonic() - started < 15
