@@ -35,7 +35,6 @@ The logic is pure (functions on arrays and frames, and the `LabelJoin` and
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import time
 import uuid
@@ -52,7 +51,7 @@ from rtml.config import Settings
 from rtml.errors import RtmlError
 from rtml.observe import no_broker
 from rtml.observe.latency import millis
-from rtml.schemas import SchemaError, registry_client
+from rtml.schemas import SchemaError, projection, registry_client
 from rtml.schemas.wire import WireDeserializer
 
 DAY_MS = 86_400_000
@@ -552,26 +551,8 @@ class OnlineEvaluator:
 
 # ---------------------------------------------------------------- Kafka readers (thin)
 
-_PREDICTION_SCHEMA = json.dumps(
-    {
-        "type": "record",
-        "name": "Prediction",
-        "namespace": "rtml",
-        "fields": [
-            {"name": "transaction_id", "type": "long"},
-            {"name": "score", "type": "double"},
-            {
-                "name": "decision",
-                "type": {
-                    "type": "enum",
-                    "name": "Decision",
-                    "symbols": ["APPROVE", "REVIEW", "DECLINE"],
-                },
-            },
-            {"name": "model_version", "type": "string"},
-            {"name": "tx_datetime", "type": "long"},
-        ],
-    }
+_PREDICTION_SCHEMA = projection(
+    "prediction", ("transaction_id", "score", "decision", "model_version", "tx_datetime")
 )
 
 

@@ -51,7 +51,7 @@ from rtml.config import Settings
 from rtml.errors import RtmlError
 from rtml.impl import exercise
 from rtml.observe import no_broker
-from rtml.schemas import SchemaError, registry_client
+from rtml.schemas import SchemaError, projection, registry_client
 from rtml.schemas.wire import WireDeserializer
 
 MEASURES = {
@@ -67,17 +67,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 # The fields the readers need: fastavro resolves the writer's schema into this one, so only
 # these are built per record. Timestamps still arrive as datetimes (the writer's logical type).
-_TIMESTAMPS_SCHEMA = json.dumps(
-    {
-        "type": "record",
-        "name": "Prediction",
-        "namespace": "rtml",
-        "fields": [
-            {"name": "appended_time", "type": "long"},
-            {"name": "feature_time", "type": "long"},
-        ],
-    }
-)
+_TIMESTAMPS_SCHEMA = projection("prediction", ("appended_time", "feature_time"))
 
 
 class LatencyError(RtmlError):

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,33 +27,15 @@ from rtml.errors import RtmlError
 from rtml.model.online import Evaluation, OnlineEvaluator, follow_evaluation
 from rtml.observe import no_broker
 from rtml.observe.latency import LatencyHistograms, millis
-from rtml.schemas import SchemaError, registry_client
+from rtml.schemas import SchemaError, projection, registry_client
 from rtml.schemas.wire import WireDeserializer
 
 TOPIC = "predictions"
 COLUMNS = ["predicted", "transaction_id", "score", "decision", "model_version"]
 # The fields the page shows and measures; fastavro resolves the writer's schema into this.
-_READER = json.dumps(
-    {
-        "type": "record",
-        "name": "Prediction",
-        "namespace": "rtml",
-        "fields": [
-            {"name": "transaction_id", "type": "long"},
-            {"name": "score", "type": "double"},
-            {
-                "name": "decision",
-                "type": {
-                    "type": "enum",
-                    "name": "Decision",
-                    "symbols": ["APPROVE", "REVIEW", "DECLINE"],
-                },
-            },
-            {"name": "model_version", "type": "string"},
-            {"name": "appended_time", "type": "long"},
-            {"name": "feature_time", "type": "long"},
-        ],
-    }
+_READER = projection(
+    "prediction",
+    ("transaction_id", "score", "decision", "model_version", "appended_time", "feature_time"),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def load_schema(name: str) -> str:
         known = ", ".join(sorted(p.stem for p in AVRO_DIR.glob("*.avsc")))
         raise SchemaError(f"There is no schema {name!r}; the schemas are: {known}.")
     return json.dumps(json.loads(path.read_text()))
+
+
+def projection(name: str, fields: Sequence[str]) -> str:
+    """A reader schema holding only `fields` of schema `name`, as the writer defines them.
+
+    fastavro resolves each record written with the full schema into this one, so a reader
+    that needs a few fields (latency, the control room) builds only those per record.
+    """
+    schema = json.loads(load_schema(name))
+    by_name = {f["name"]: f for f in schema["fields"]}
+    unknown = [f for f in fields if f not in by_name]
+    if unknown:
+        raise SchemaError(f"Schema {name!r} has no field(s) {', '.join(unknown)}.")
+    schema["fields"] = [by_name[f] for f in fields]
+    return json.dumps(schema)
 
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:
