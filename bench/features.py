@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import math
-import signal
 import sys
 import tempfile
 import uuid
@@ -50,7 +49,14 @@ from bench.features_runs import (
 )
 from bench.features_worker import CONSUMERS, FULL, HAND, PASSTHROUGH, SLIM
 from bench.producer import _TX_PER_DAY, _clean_up, _positive_int
-from bench.report import DOCS, BenchError, Machine, machine
+from bench.report import (
+    BenchError,
+    Machine,
+    add_run_arguments,
+    command_line,
+    machine,
+    stop_on_sigterm,
+)
 from rtml.clients import create_missing_topics
 from rtml.config import Settings
 from rtml.errors import RtmlError
@@ -336,18 +342,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a smoke run: {QUICK_TRANSACTIONS:,} transactions, {QUICK_SECONDS:g} s per rate",
     )
-    parser.add_argument(
-        "--external",
-        action="store_true",
-        help="use the running lab cluster (or RTML_BOOTSTRAP_SERVERS) instead of a throw-away "
-        "one; its pipeline topics (transactions, features, labels, ...) are DELETED and created "
+    add_run_arguments(
+        parser,
+        "features",
+        "its pipeline topics (transactions, features, labels, ...) are DELETED and created "
         "again empty, so stop the lab's services first",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DOCS,
-        help="the page to write the `features` section to (default docs/benchmarks.md)",
     )
     return parser
 
@@ -362,9 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if seconds <= 0:
         print("bench: --seconds must be above 0.", file=sys.stderr)
         return 2
-    command = "python -m bench.features" + "".join(
-        f" {flag}"
-        for flag, on in (
+    command = command_line(
+        "python -m bench.features",
+        (
             ("--quick", args.quick),
             (
                 f"--transactions {transactions}",
@@ -373,11 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("--rates " + ",".join(f"{r:g}" for r in args.rates), tuple(args.rates) != RATES),
             (f"--seconds {seconds:g}", not args.quick and seconds != DEFAULT_SECONDS),
             ("--external", args.external),
-        )
-        if on
+        ),
     )
-    # SIGTERM (a killed `make`) unwinds like Ctrl-C, so every child and the cluster stop.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_sigterm()
     progress = sys.stderr.isatty()
     try:
         if args.external:

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 
@@ -37,7 +35,14 @@ from bench.cluster import throwaway_cluster
 from bench.features import _rates
 from bench.features_fresh import kept_up
 from bench.features_runs import Watermarks, child_environment
-from bench.report import DOCS, BenchError, Machine, machine
+from bench.report import (
+    BenchError,
+    Machine,
+    add_run_arguments,
+    command_line,
+    machine,
+    stop_on_sigterm,
+)
 from rtml.cluster.manager import LocalCluster
 from rtml.cluster.registry import Registry
 from rtml.config import Settings
@@ -404,18 +409,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every rate, also those above one the pipeline already fell behind at",
     )
-    parser.add_argument(
-        "--external",
-        action="store_true",
-        help="use the running lab cluster (or RTML_BOOTSTRAP_SERVERS) instead of a throw-away "
-        "one; its pipeline topics are DELETED and created again empty, so stop the lab's "
-        "services first",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DOCS,
-        help="the page to write the `pipeline` section to (default docs/benchmarks.md)",
+    add_run_arguments(
+        parser,
+        "pipeline",
+        "its pipeline topics are DELETED and created again empty, so stop the lab's services first",
     )
     return parser
 
@@ -429,19 +426,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if seconds <= 0:
         print("bench: --seconds must be above 0.", file=sys.stderr)
         return 2
-    command = "python -m bench.pipeline" + "".join(
-        f" {flag}"
-        for flag, on in (
+    command = command_line(
+        "python -m bench.pipeline",
+        (
             ("--quick", args.quick),
             ("--rates " + ",".join(f"{r:g}" for r in args.rates), tuple(args.rates) != RATES),
             (f"--seconds {seconds:g}", not args.quick and seconds != DEFAULT_SECONDS),
             ("--all-rates", args.all_rates),
             ("--external", args.external),
-        )
-        if on
+        ),
     )
-    # SIGTERM (a killed `make`) unwinds like Ctrl-C, so every child and the cluster stop.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_sigterm()
     try:
         if args.external:
             settings = Settings.from_env()

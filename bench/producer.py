@@ -19,12 +19,10 @@ import dataclasses
 import datetime as dt
 import math
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 from confluent_kafka.admin import NewTopic
@@ -43,7 +41,14 @@ from bench.producer_runs import (
     run_kafka,
     run_python,
 )
-from bench.report import DOCS, BenchError, Machine, machine
+from bench.report import (
+    BenchError,
+    Machine,
+    add_run_arguments,
+    command_line,
+    machine,
+    stop_on_sigterm,
+)
 from rtml.clients import admin, create_missing_topics
 from rtml.config import Settings
 from rtml.errors import RtmlError
@@ -204,17 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the pair with each client's default settings",
     )
-    parser.add_argument(
-        "--external",
-        action="store_true",
-        help="use the running lab cluster (or RTML_BOOTSTRAP_SERVERS) instead of a throw-away "
-        "one; two temporary topics are created there and deleted afterwards",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DOCS,
-        help="the page to write the `producer` section to (default docs/benchmarks.md)",
+    add_run_arguments(
+        parser, "producer", "two temporary topics are created there and deleted afterwards"
     )
     return parser
 
@@ -234,17 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     records = QUICK_RECORDS if args.quick else args.records
     setups = (BATCHED,) if args.batched_only else SETUPS
-    command = "python -m bench.producer" + "".join(
-        f" {flag}"
-        for flag, on in (
+    command = command_line(
+        "python -m bench.producer",
+        (
             (f"--records {records}", records != DEFAULT_RECORDS),
             ("--batched-only", args.batched_only),
             ("--external", args.external),
-        )
-        if on
+        ),
     )
-    # SIGTERM (a killed `make`) unwinds like Ctrl-C, so the throw-away cluster is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_sigterm()
     progress = sys.stderr.isatty()
     try:
         if args.external:

@@ -7,10 +7,14 @@ own sections without touching the others' results.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
+import signal
 import subprocess
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +78,34 @@ def write_section(name: str, body: str, path: Path = DOCS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(replace_section(page, name, body))
     return path
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, section: str, external: str) -> None:
+    """`--external` (`external` says what it does to that cluster) and `--output`, as every
+    benchmark takes them."""
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="use the running lab cluster (or RTML_BOOTSTRAP_SERVERS) instead of a throw-away "
+        f"one; {external}",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DOCS,
+        help=f"the page to write the `{section}` section to (default docs/benchmarks.md)",
+    )
+
+
+def command_line(prog: str, flags: Iterable[tuple[str, bool]]) -> str:
+    """The command that repeats a run: `prog` and each flag that was on, for the page."""
+    return prog + "".join(f" {flag}" for flag, on in flags if on)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (a killed `make`) unwind like Ctrl-C, so every child process and the
+    throw-away cluster are stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @dataclass(frozen=True)

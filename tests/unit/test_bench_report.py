@@ -5,7 +5,15 @@ import platform
 
 import pytest
 
-from bench.report import INTRO, BenchError, Machine, machine, replace_section, write_section
+from bench.report import (
+    INTRO,
+    BenchError,
+    Machine,
+    command_line,
+    machine,
+    replace_section,
+    write_section,
+)
 from rtml.config import Settings
 
 
@@ -69,3 +77,9 @@ def test_machine_reads_this_machine():
     assert facts.kafka == "unknown" or facts.kafka[0].isdigit()
     external = machine(Settings.from_env({"RTML_BOOTSTRAP_SERVERS": "broker:9092"}))
     assert "external cluster" in external.cluster
+
+
+def test_the_command_line_names_only_the_flags_that_were_on():
+    flags = (("--quick", True), ("--rates 1,2", False), ("--external", True))
+    assert command_line("python -m bench.x", flags) == "python -m bench.x --quick --external"
+    assert command_line("python -m bench.x", ()) == "python -m bench.x"
