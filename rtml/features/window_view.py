@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from rtml.clients import QUIET
 from rtml.config import Settings
 from rtml.errors import RtmlError
 from rtml.features.windows import CUSTOMER_KINDS, TERMINAL_KINDS, TOPIC, read_windows
 from rtml.observe import no_broker
+from rtml.observe.tail import last_ranges
 
 KINDS = (*CUSTOMER_KINDS, *TERMINAL_KINDS)
 HOUR_MS = 3_600_000
@@ -56,7 +57,9 @@ def recent_windows(
     )
     deadline = time.monotonic() + timeout
     try:
-        ends = _tail_ranges(settings, consumer, per_partition, min(timeout, 3))
+        ends = last_ranges(
+            settings, consumer, TOPIC, per_partition, min(timeout, 3), WindowViewError
+        )
         consumer.assign([TopicPartition(TOPIC, p, start) for p, (start, _end) in ends.items()])
         pending = {p for p, (start, end) in ends.items() if end > start}
         found: list[dict[str, Any]] = []
@@ -72,31 +75,6 @@ def recent_windows(
     finally:
         consumer.close()
     return found
-
-
-def _tail_ranges(
-    settings: Settings, consumer: Consumer, n: int, timeout: float
-) -> dict[int, tuple[int, int]]:
-    """Partition -> (first offset to read, end offset) for the last `n` records of each."""
-    try:
-        meta = consumer.list_topics(TOPIC, timeout=timeout).topics[TOPIC]
-    except KafkaException as exc:
-        raise WindowViewError(no_broker(settings)) from exc
-    if meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-        raise WindowViewError(
-            f"Topic {TOPIC} does not exist on {settings.bootstrap}: create the catalogue's "
-            "topics with `rtml topics apply`."
-        )
-    ranges = {}
-    for partition in sorted(meta.partitions):
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(TOPIC, partition), timeout=timeout, cached=False
-            )
-        except KafkaException:
-            continue  # its leader is down or moving: show what the others hold
-        ranges[partition] = (max(low, high - n), high)
-    return ranges
 
 
 def _parse(key: bytes | None, value: bytes | None) -> dict[str, Any] | None:

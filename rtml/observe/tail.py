@@ -54,7 +54,7 @@ def tail(settings: Settings, topic: str, n: int = 20, timeout: float = 10.0) -> 
     )
     deadline = time.monotonic() + timeout
     try:
-        ranges = _ranges(settings, consumer, topic, n, timeout)
+        ranges = last_ranges(settings, consumer, topic, n, timeout)
         messages = _read(consumer, topic, ranges, deadline)
     finally:
         consumer.close()
@@ -62,16 +62,22 @@ def tail(settings: Settings, topic: str, n: int = 20, timeout: float = 10.0) -> 
     return _frame(settings, topic, messages[-n:])
 
 
-def _ranges(
-    settings: Settings, consumer: Consumer, topic: str, n: int, timeout: float
+def last_ranges(
+    settings: Settings,
+    consumer: Consumer,
+    topic: str,
+    n: int,
+    timeout: float,
+    error: type[RtmlError] = TailError,
 ) -> dict[int, tuple[int, int]]:
-    """Partition -> (first offset to read, end offset) for the last n records of each."""
+    """Partition -> (first offset to read, end offset) for the last n records of each
+    non-empty partition; `error` with one sentence when the cluster or the topic is missing."""
     try:
         metadata = consumer.list_topics(topic, timeout=min(timeout, 5)).topics[topic]
     except KafkaException as exc:
-        raise TailError(no_broker(settings)) from exc
+        raise error(no_broker(settings)) from exc
     if metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-        raise TailError(
+        raise error(
             f"Topic {topic!r} does not exist on {settings.bootstrap}: create the catalogue's "
             "topics with `rtml topics apply`."
         )
