@@ -33,6 +33,7 @@ PLUGINS: tuple[str, ...] = (
     "rtml.model.cli",
     "rtml.serve.cli",
     "rtml.serve.http_cli",
+    "rtml.cards.cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.

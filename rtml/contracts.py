@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rtml.cards.state import CardState
+
 
 class PartitionKey(Protocol):
     """Week 1: the record key for a transaction (Kafka hashes it to choose the partition)."""
@@ -93,6 +95,12 @@ class LatencyMeasures(Protocol):
     def __call__(self, appended_ms: int, feature_ms: int, predicted_ms: int) -> dict[str, int]: ...
 
 
+class ApplyCardEvent(Protocol):
+    """Week 4, event sourcing: a card's state after one more of its events."""
+
+    def __call__(self, state: Any, event: Mapping[str, Any]) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -164,6 +172,14 @@ EXERCISES: tuple[Exercise, ...] = (
         np.ndarray,
     ),
     Exercise(3, "freshness", "latency_measures", LatencyMeasures, (1_000, 1_004, 1_010), dict),
+    Exercise(
+        4,
+        "aggregate",
+        "apply_card_event",
+        ApplyCardEvent,
+        (CardState(7), {"type": "CardBlocked", "version": 1, "card_id": 7}),
+        CardState,
+    ),
 )
 
 ExerciseFn = Callable[..., Any]

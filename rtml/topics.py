@@ -60,7 +60,15 @@ def _spec(name: str, key: str, purpose: str, partitions: int = 6, **configs: str
 
 
 # `connect.dlq` takes what the Connect sinks cannot convert (Connect's own error headers).
-DLQ_STAGES = ("features", "connect", "serve", "decisions", "cards", "projections")
+DLQ_STAGES = (
+    "features",
+    "connect",
+    "serve",
+    "decisions",
+    "cards",
+    "projections",
+    "notifications",
+)
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     _spec(
@@ -119,6 +127,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "card_id",
         "the card event store: never updated, never deleted",
         retention_ms=KEEP,
+    ),
+    _spec(
+        "notifications",
+        "card_id",
+        "what the card holder is told (card blocked, payment to confirm) as JSON",
+        retention_ms=str(30 * DAY_MS),
     ),
     _spec(
         "transactions.labelled",

@@ -1,0 +1,134 @@
+"""`rtml cards ...`: the week-4 services (decisions, card service, notifications,
+projections) as long-running processes, their status, and the read model's queries."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from rtml.config import Settings
+from rtml.stage import Stage, StageOptions
+
+# action -> (module, factory, default group, what it does)
+STAGES: dict[str, tuple[str, str, str, str]] = {
+    "decisions": (
+        "rtml.cards.decisions",
+        "decision_service",
+        "rtml-decisions",
+        "turn predictions into commands (DECLINE -> BlockCard, REVIEW -> RaiseAlert)",
+    ),
+    "service": (
+        "rtml.cards.service",
+        "card_service",
+        "rtml-cards",
+        "decide commands against the event-sourced card aggregate and append events",
+    ),
+    "notifications": (
+        "rtml.cards.notifications",
+        "notification_service",
+        "rtml-notifications",
+        "tell card holders about blocks and alerts (an idempotent consumer of card-events)",
+    ),
+}
+
+
+def _stage(action: str, args: argparse.Namespace, settings: Settings) -> Stage:
+    import importlib
+
+    module, factory, _, _ = STAGES[action]
+    build: Callable[[Settings, StageOptions], Stage] = getattr(
+        importlib.import_module(module), factory
+    )
+    return build(
+        settings,
+        StageOptions(
+            group=args.group,
+            instance=args.instance,
+            guarantee=args.guarantee,
+            max_batch=args.max_batch,
+            retries=args.retries,
+            backoff_ms=args.backoff_ms,
+        ),
+    )
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stage = _stage(args.action, args, settings)
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(args.report_every):
+            print(stage.status.line(), flush=True)
+
+    threading.Thread(target=report, daemon=True).start()
+    # Ctrl-C and SIGTERM (how `rtml services down` asks) both finish the batch and commit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stage.stop())
+    try:
+        stage.run()
+    finally:
+        done.set()
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.stage import read_statuses
+
+    rows = read_statuses(settings)
+    if not rows:
+        print("No week-4 service has run yet: start them with `rtml services up`.")
+        return 0
+    for s in rows:
+        state = "stale" if s.stale and s.state != "stopped" else s.state
+        print(f"{s.stage:<14} #{s.instance} {state:<8} {s.guarantee:<14} {s.line()}")
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Add `rtml cards decisions|service|notifications|status`."""
+    cards = sub.add_parser(
+        "cards",
+        help="the week-4 services: decisions, the card service, notifications",
+        description="Event-driven services around the card aggregate: predictions become "
+        "commands, commands become events, events become notifications and read models.",
+    )
+    actions = cards.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, (_, _, group, text) in STAGES.items():
+        run = actions.add_parser(
+            action, help=f"run one instance: {text}", description=text[0].upper() + text[1:] + "."
+        )
+        run.add_argument(
+            "--instance", type=int, default=0, help="instance number, unique in the group"
+        )
+        run.add_argument("--group", default=group, help=f"consumer group (default {group})")
+        run.add_argument(
+            "--guarantee",
+            choices=("at-least-once", "exactly-once"),
+            default="exactly-once",
+            help="processing guarantee (default exactly-once: one Kafka transaction per batch)",
+        )
+        run.add_argument("--max-batch", type=int, default=500, help="most records per batch")
+        run.add_argument(
+            "--retries", type=int, default=3, help="retries of a transient failure (default 3)"
+        )
+        run.add_argument(
+            "--backoff-ms",
+            type=float,
+            default=50.0,
+            help="wait before the first retry, doubled for each next one (default 50)",
+        )
+        run.add_argument(
+            "--report-every", type=float, default=10.0, help="seconds between progress lines"
+        )
+        run.set_defaults(func=_run)
+    status = actions.add_parser(
+        "status",
+        help="each instance's counters: in, handled, out, dlq, retries",
+        description="Show each week-4 service instance's counters from its status file.",
+    )
+    status.set_defaults(func=_status)

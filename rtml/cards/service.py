@@ -1,0 +1,158 @@
+"""The card service: commands in, events out, with the card aggregate as the only rules.
+
+It reads `card-commands`, decides each command against the card's current state
+(`rtml.cards.aggregate.decide`), and appends the event to `card-events`. The state lives
+nowhere but in those events: when the service is given a partition of `card-commands` it
+rebuilds the state of that partition's cards by folding `card-events` of the same partition
+number from the beginning (`read_committed`, so aborted writes never count). Commands and
+events are both keyed by card id and each event is written to its command's partition, so
+one partition number holds all of a card's commands and events and the rebuild reads only
+what the instance needs (the co-partitioning rule of week 2, used for state).
+
+Exactly-once (the default): each batch of commands is one Kafka transaction holding its
+events, its DLQ records and its command offsets. Killed mid-batch, the service restarts,
+fences its previous incarnation (same transactional id: its open transaction is aborted),
+rebuilds the state from committed events only, and reads the uncommitted commands again:
+each command ends up with exactly one event. At-least-once (`--guarantee at-least-once`)
+commits offsets every second instead, so commands handled since the last commit are
+handled again after a crash: their events are appended twice, with the same `event_id`,
+which is why the projections deduplicate by event id (an idempotent consumer).
+
+Events copy the command's trace (`rtml.trace`): same correlation id, caused by the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from rtml.cards.aggregate import CardState, applier, decide
+from rtml.config import Settings
+from rtml.schemas.wire import PreparedSerializer, WireDeserializer
+from rtml.stage import Out, Stage, StageError, StageOptions, decode_value
+from rtml.trace import Trace, read_trace
+
+log = logging.getLogger(__name__)
+
+STAGE = "cards"
+GROUP = "rtml-cards"
+COMMANDS = "card-commands"
+EVENTS = "card-events"
+REBUILD_TIMEOUT_S = 120.0
+
+
+def card_key(card_id: int) -> bytes:
+    """The record key of a card's commands and events: its id as text."""
+    return str(card_id).encode()
+
+
+def read_events(
+    settings: Settings, partitions: list[int], timeout: float = REBUILD_TIMEOUT_S
+) -> list[tuple[int, dict[str, Any]]]:
+    """Every committed event of the given `card-events` partitions, as (partition, event).
+
+    Reads each partition from its start to its last stable offset (a `read_committed`
+    consumer's end: open transactions are not waited for, aborted ones are skipped).
+    """
+    decode = WireDeserializer.for_topic(settings, EVENTS)
+    consumer = Consumer(
+        settings.client_config(
+            group_id=f"rtml-cards-rebuild-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+    )
+    out: list[tuple[int, dict[str, Any]]] = []
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(EVENTS, p), timeout=10)[1]
+            for p in partitions
+        }
+        todo = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(EVENTS, p, OFFSET_BEGINNING) for p in todo])
+        deadline = time.monotonic() + timeout
+        while todo:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if msg.error() is None:
+                    out.append((msg.partition(), decode(msg.value())))
+            for tp in consumer.position([TopicPartition(EVENTS, p) for p in todo]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+            if todo and time.monotonic() > deadline:
+                raise StageError(
+                    f"The card events of partition(s) {sorted(todo)} were not read within "
+                    f"{timeout:g} s: is a broker down?"
+                )
+    finally:
+        consumer.close()
+    return out
+
+
+class CardHandler:
+    """Decides commands on the cards of this instance's partitions; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.decode = WireDeserializer.for_topic(settings, COMMANDS)
+        self.encode = PreparedSerializer.for_topic(settings, EVENTS)
+        self.apply = applier(settings.impl)  # the week-4 exercise seam
+        self.cards: dict[int, CardState] = {}
+        self.pending: dict[int, CardState] = {}  # this batch's changes, until it commits
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions})
+        events = read_events(self.settings, numbers)
+        for _, event in events:
+            card = event["card_id"]
+            self.cards[card] = self.apply(self.cards.get(card) or CardState(card), event)
+        log.info(
+            "Rebuilt %d card(s) from %d event(s) of partition(s) %s.",
+            len({e["card_id"] for _, e in events}),
+            len(events),
+            numbers,
+        )
+
+    def state(self, card_id: int) -> CardState:
+        """The card's state including this batch's uncommitted events."""
+        return self.pending.get(card_id) or self.cards.get(card_id) or CardState(card_id)
+
+    def handle(self, msg: Message) -> list[Out]:
+        command = decode_value(self.decode, msg.value())
+        card = command["card_id"]
+        state = self.state(card)
+        events = decide(state, command)
+        for event in events:
+            state = self.apply(state, event)
+        self.pending[card] = state
+        trace = read_trace(msg.headers()) or _untraced(command)
+        return [
+            Out(
+                EVENTS,
+                card_key(card),
+                self.encode(event),
+                trace.child(event["event_id"]).headers(),
+                partition=msg.partition(),
+            )
+            for event in events
+        ]
+
+    def finished(self, committed: bool) -> None:
+        if committed:
+            self.cards.update(self.pending)
+        self.pending.clear()
+
+
+def _untraced(command: Mapping[str, Any]) -> Trace:
+    """A command sent without trace headers starts its own trace."""
+    return Trace(command["command_id"], f"cmd-{command['command_id']}", "")
+
+
+def card_service(settings: Settings, options: StageOptions | None = None) -> Stage:
+    """The card service as a stage: `run()` until `stop()`."""
+    options = options or StageOptions(group=GROUP)
+    return Stage(settings, STAGE, [COMMANDS], [EVENTS], CardHandler(settings), options)
