@@ -67,8 +67,10 @@ def _simulator(settings: Settings) -> list[str]:
     ]
 
 
-# In start order; they stop in the reverse order. The feature app and the prediction service
-# start first, so they are reading when the first live transaction arrives.
+# In start order; they stop in the reverse order. The consumers start first (the feature app,
+# the prediction service, then the week-4 services from the card service, which reads
+# commands, to the decision service, which writes them), so each is reading when the first
+# live transaction's records reach it.
 SERVICES: tuple[Service, ...] = (
     Service(
         "features",
@@ -81,6 +83,24 @@ SERVICES: tuple[Service, ...] = (
         "the prediction service: each transaction scored by the latest model",
         lambda settings: ["serve", "run"],
         ready_log="Prediction service instance",
+    ),
+    Service(
+        "cards",
+        "the card service: commands checked against each card's events, new events appended",
+        lambda settings: ["cards", "service"],
+        ready_log="cards instance",
+    ),
+    Service(
+        "notifications",
+        "the notification service: card holders told of blocks and alerts",
+        lambda settings: ["cards", "notifications"],
+        ready_log="notifications instance",
+    ),
+    Service(
+        "decisions",
+        "the decision service: DECLINE blocks the card, REVIEW raises an alert",
+        lambda settings: ["cards", "decisions"],
+        ready_log="decisions instance",
     ),
     Service(
         "simulator",

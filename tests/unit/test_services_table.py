@@ -20,7 +20,14 @@ def settings(tmp_path, monkeypatch):
 
 
 def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
-    assert NAMES == ("features", "serve", "simulator")
+    assert NAMES == (
+        "features",
+        "serve",
+        "cards",
+        "notifications",
+        "decisions",
+        "simulator",
+    )
     for svc in SERVICES:
         argv = svc.argv(settings)
         assert argv[:3] == [sys.executable, "-m", "rtml"]
@@ -35,6 +42,9 @@ def test_the_feature_app_and_the_prediction_service_run_before_the_simulator(set
     assert service("serve").argv(settings)[3:] == ["serve", "run"]
     assert service("serve").marker(settings) == "rtml serve run"
     assert NAMES.index("features") < NAMES.index("serve") < NAMES.index("simulator")
+    # Readers of card-commands and card-events start before the decision service writes them.
+    assert NAMES.index("cards") < NAMES.index("decisions") < NAMES.index("simulator")
+    assert service("cards").marker(settings) == "rtml cards service"
 
 
 def test_the_simulator_emits_at_the_configured_rate_without_a_progress_bar(settings):
@@ -58,7 +68,8 @@ def test_an_unknown_service_is_one_sentence_naming_the_services():
     with pytest.raises(ServiceError) as info:
         service("rm -rf /")
     assert str(info.value) == (
-        "There is no service 'rm -rf /': the services are features, serve, simulator."
+        "There is no service 'rm -rf /': the services are features, serve, cards, "
+        "notifications, decisions, simulator."
     )
     with pytest.raises(ServiceError):
         selected(["simulator", "miner"])
@@ -72,7 +83,7 @@ def test_selection_keeps_table_order_and_defaults_to_all():
 
 def test_status_without_pid_files_is_stopped_and_a_stale_one_is_exited(settings):
     states = {s.name: s for s in status(settings)}
-    assert set(states) == {"features", "serve", "simulator"}
+    assert set(states) == set(NAMES)
     only = states["simulator"]
     assert (only.name, only.state, only.pid, only.alive) == ("simulator", "stopped", None, False)
     pid_file = service("simulator").process(settings).pid_file
