@@ -34,6 +34,7 @@ PLUGINS: tuple[str, ...] = (
     "rtml.serve.cli",
     "rtml.serve.http_cli",
     "rtml.cards.cli",
+    "rtml.ops.cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.

@@ -6,7 +6,7 @@ learner's own function shows up in the running system when RTML_IMPL=labs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +101,18 @@ class ApplyCardEvent(Protocol):
     def __call__(self, state: Any, event: Mapping[str, Any]) -> Any: ...
 
 
+class FirstDelivery(Protocol):
+    """Week 4, idempotent consumer: True the first time a message id is seen, else False."""
+
+    def __call__(self, seen: MutableMapping[str, None], message_id: str, window: int) -> bool: ...
+
+
+class RouteFailure(Protocol):
+    """Week 4, dead letters: "retry" or "dead-letter" for a record whose handling failed."""
+
+    def __call__(self, error: BaseException, attempts: int, retries: int) -> str: ...
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: where it lives, its contract, and an example call to check it with."""
@@ -180,6 +192,8 @@ EXERCISES: tuple[Exercise, ...] = (
         (CardState(7), {"type": "CardBlocked", "version": 1, "card_id": 7}),
         CardState,
     ),
+    Exercise(4, "idempotence", "first_delivery", FirstDelivery, ({}, "e1#0", 10), bool),
+    Exercise(4, "dead_letters", "route_failure", RouteFailure, (TimeoutError("slow"), 1, 3), str),
 )
 
 ExerciseFn = Callable[..., Any]

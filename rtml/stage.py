@@ -5,8 +5,10 @@ so they share this loop and each supplies a `Handler`. The loop gives all of the
 production behaviour:
 
 - **Errors.** A handler raises `Transient` for a failure worth retrying (a dependency did
-  not answer): the record is tried again with exponential backoff, up to `retries` more
-  times. Any other exception, or a transient one that outlasts its retries, sends the record
+  not answer; `TimeoutError` and `ConnectionError` count too): the record is tried again
+  with exponential backoff, up to `retries` more times (`route_failure`, a week-4
+  exercise, makes that call). Any other exception, or a transient one that outlasts its
+  retries, sends the record
   unchanged to the stage's dead-letter topic with origin headers (`rtml.dlq`), counting the
   attempts. The stage never stops for a bad record, and `records == handled + dlq` holds
   for every instance (its status says so).
@@ -43,6 +45,7 @@ from rtml.clients import admin, durable_producer
 from rtml.config import Settings
 from rtml.dlq import dlq_topic, merge_headers, origin_headers
 from rtml.errors import RtmlError
+from rtml.impl import exercise
 from rtml.observe import no_broker
 from rtml.schemas import SchemaError
 
@@ -164,6 +167,16 @@ def status_file(settings: Settings, stage: str, instance: int) -> Path:
     return settings.cluster_dir / "stages" / f"{stage}-{instance}.json"
 
 
+def write_status(settings: Settings, status: StageStatus) -> None:
+    """Replace the instance's status file atomically (a reader never sees half of it)."""
+    status.updated = time.time()
+    path = status_file(settings, status.stage, status.instance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(status)))
+    tmp.replace(path)
+
+
 def read_statuses(settings: Settings, stage: str | None = None) -> list[StageStatus]:
     """Every status file written (of one stage, or of all), oldest stage name first."""
     folder = settings.cluster_dir / "stages"
@@ -219,6 +232,7 @@ class Stage:
         self._status_due = 0.0
         self._errors: list[str] = []
         self._sleep: Callable[[float], bool] = self._stop.wait
+        self.route_failure = exercise("route_failure", settings.impl)
 
     @property
     def exactly_once(self) -> bool:
@@ -339,15 +353,14 @@ class Stage:
             attempts += 1
             try:
                 return self.handler.handle(msg), None, attempts
-            except Transient as exc:
-                if attempts > self.options.retries or self._stop.is_set():
+            except Exception as exc:  # bad data, a bug, or a dependency down: never a crash
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                # The week-4 exercise seam decides: try again, or dead-letter now.
+                route = self.route_failure(exc, attempts, self.options.retries)
+                if route != "retry" or self._stop.is_set():
                     return [], exc, attempts
                 self.status.retries += 1
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
                 self._sleep(self.options.backoff_ms / 1000 * 2 ** (attempts - 1))
-            except Exception as exc:  # a handler's bug or bad data: dead-letter, keep going
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
-                return [], exc, attempts
 
     def _produce(
         self,
@@ -450,12 +463,7 @@ class Stage:
 
     def _write_status(self) -> None:
         self._status_due = time.monotonic() + STATUS_EVERY_S
-        self.status.updated = time.time()
-        path = status_file(self.settings, self.name, self.options.instance)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.status)))
-        tmp.replace(path)
+        write_status(self.settings, self.status)
 
     def _close(self) -> None:
         try:

@@ -129,6 +129,18 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         retention_ms=KEEP,
     ),
     _spec(
+        "card-queries",
+        "card_id",
+        "requests for a card's state, answered by the card service (request-reply)",
+        retention_ms=str(DAY_MS),
+    ),
+    _spec(
+        "card-replies",
+        "correlation id",
+        "the card service's answers, matched to their request by correlation id",
+        retention_ms=str(DAY_MS),
+    ),
+    _spec(
         "notifications",
         "card_id",
         "what the card holder is told (card blocked, payment to confirm) as JSON",

@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from rtml.config import Settings
 from rtml.stage import Stage, StageOptions
@@ -76,6 +77,71 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cards.projection import Projection, ProjectionOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    projection = Projection(settings, ProjectionOptions(batch_size=args.max_batch))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: projection.stop())
+    projection.run(
+        ready=lambda: print(
+            f"projections instance 0 writes {projection.path}; Ctrl-C stops it.", flush=True
+        )
+    )
+    print(projection.status.line(), flush=True)
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cards.projection import default_db_path, rebuild
+    from rtml.cards.readmodel import ReadModel
+
+    built = rebuild(settings, args.path)
+    print(f"Rebuilt {args.path} from card-events offset 0: {built.counts()}")
+    print(f"content hash {built.content_hash()}")
+    live = default_db_path(settings)
+    if live.exists():
+        same = ReadModel(live).content_hash() == built.content_hash()
+        print(
+            "The live read model has the same content."
+            if same
+            else "The live read model differs: it has not read the same events yet, or it "
+            "drifted (compare `rtml cards show` on both)."
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cards.projection import default_db_path
+    from rtml.cards.readmodel import ReadModel
+
+    model = ReadModel(args.db or default_db_path(settings))
+    if args.card is not None:
+        frame = model.card_history(args.card)
+    elif args.trace:
+        frame = model.trace(args.trace)
+    elif args.what == "alerts":
+        frame = model.alerts(args.limit)
+    else:
+        frame = model.blocked_cards()
+    print(model.counts())
+    print(frame.to_string(index=False) if len(frame) else "(nothing)")
+    return 0
+
+
+def _ask(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.cards.requests import CardQueries
+
+    queries = CardQueries(settings)
+    try:
+        print(queries.ask(args.card, timeout=args.timeout))
+    finally:
+        queries.close()
+    return 0
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from rtml.stage import read_statuses
 
@@ -126,6 +192,41 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
             "--report-every", type=float, default=10.0, help="seconds between progress lines"
         )
         run.set_defaults(func=_run)
+    project = actions.add_parser(
+        "projections",
+        help="run the projection: card-events into the SQLite read model (CQRS)",
+        description="Fold card-events into the read model the control room queries; its "
+        "offsets live in the read model, so it is exactly-once without Kafka commits.",
+    )
+    project.add_argument("--max-batch", type=int, default=500, help="most events per batch")
+    project.set_defaults(func=_project)
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="replay card-events from offset 0 into a new read model and compare",
+        description="Build a new read model file from offset 0 (the live one is untouched) "
+        "and compare its content hash with the live read model's.",
+    )
+    rebuild.add_argument("path", type=Path, help="the new file (must not exist)")
+    rebuild.set_defaults(func=_rebuild)
+    show = actions.add_parser(
+        "show",
+        help="query the read model: blocked cards, alerts, a card's history, a trace",
+        description="Query the read model (the projection's SQLite file).",
+    )
+    show.add_argument("what", nargs="?", choices=("blocked", "alerts"), default="blocked")
+    show.add_argument("--card", type=int, help="one card's events, in version order")
+    show.add_argument("--trace", help="every event of one correlation id (tx-<transaction id>)")
+    show.add_argument("--limit", type=int, default=20, help="most alerts shown")
+    show.add_argument("--db", type=Path, help="another read model file (e.g. a rebuild)")
+    show.set_defaults(func=_show)
+    ask = actions.add_parser(
+        "ask",
+        help="request-reply: ask the card service for a card's state",
+        description="Send a query on card-queries and wait for the card service's reply.",
+    )
+    ask.add_argument("card", type=int)
+    ask.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    ask.set_defaults(func=_ask)
     status = actions.add_parser(
         "status",
         help="each instance's counters: in, handled, out, dlq, retries",

@@ -18,7 +18,8 @@ from typing import Any
 
 from confluent_kafka import Message, TopicPartition
 
-from rtml.cards.service import COMMANDS, card_key
+from rtml.cards.service import COMMANDS
+from rtml.cards.state import card_key
 from rtml.config import Settings
 from rtml.schemas.registry import projection, registry_client
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer

@@ -18,6 +18,9 @@ commits offsets every second instead, so commands handled since the last commit 
 handled again after a crash: their events are appended twice, with the same `event_id`,
 which is why the projections deduplicate by event id (an idempotent consumer).
 
+It also answers queries (`rtml.cards.requests`): a request on `card-queries` gets the card's
+state now on the reply topic it names, the one request-reply exchange of the system.
+
 Events copy the command's trace (`rtml.trace`): same correlation id, caused by the command.
 """
 
@@ -31,10 +34,13 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from rtml.cards.aggregate import CardState, applier, decide
+from rtml.cards.aggregate import applier, decide
+from rtml.cards.requests import QUERIES, REPLIES, answer
+from rtml.cards.state import CardState, card_key
 from rtml.config import Settings
+from rtml.schemas import SchemaError
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
-from rtml.stage import Out, Stage, StageError, StageOptions, decode_value
+from rtml.stage import Out, Stage, StageError, StageOptions, Transient, decode_value
 from rtml.trace import Trace, read_trace
 
 log = logging.getLogger(__name__)
@@ -44,11 +50,6 @@ GROUP = "rtml-cards"
 COMMANDS = "card-commands"
 EVENTS = "card-events"
 REBUILD_TIMEOUT_S = 120.0
-
-
-def card_key(card_id: int) -> bytes:
-    """The record key of a card's commands and events: its id as text."""
-    return str(card_id).encode()
 
 
 def read_events(
@@ -78,8 +79,14 @@ def read_events(
         deadline = time.monotonic() + timeout
         while todo:
             for msg in consumer.consume(1000, timeout=0.2):
-                if msg.error() is None:
-                    out.append((msg.partition(), decode(msg.value())))
+                if msg.error() is not None:
+                    continue
+                try:
+                    out.append((msg.partition(), _decode_patiently(decode, msg.value())))
+                except SchemaError as exc:
+                    # Not an event this service wrote: the projections dead-letter it; the
+                    # state is what the real events say.
+                    log.warning("Skipped %s[%d]@%d: %s", EVENTS, msg.partition(), msg.offset(), exc)
             for tp in consumer.position([TopicPartition(EVENTS, p) for p in todo]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
@@ -91,6 +98,20 @@ def read_events(
     finally:
         consumer.close()
     return out
+
+
+def _decode_patiently(decode: WireDeserializer, data: bytes | None) -> dict[str, Any]:
+    """Decode an event, waiting out a registry that does not answer (up to about 30 s):
+    skipping a real event would rebuild a wrong state."""
+    attempts = 0
+    while True:
+        try:
+            return decode_value(decode, data)
+        except Transient as exc:
+            attempts += 1
+            if attempts >= 30:
+                raise StageError(f"The card events cannot be read: {exc}") from exc
+            time.sleep(1.0)  # the registry's own recovery: nothing to poll
 
 
 class CardHandler:
@@ -105,11 +126,18 @@ class CardHandler:
         self.pending: dict[int, CardState] = {}  # this batch's changes, until it commits
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Rebuild the state of every card of the assignment from its events alone.
+
+        The group's (eager) rebalancing hands over the whole assignment each time, so the
+        states are rebuilt from scratch: cards of partitions this instance no longer owns
+        are dropped, none is folded twice."""
         numbers = sorted({tp.partition for tp in partitions})
         events = read_events(self.settings, numbers)
+        cards: dict[int, CardState] = {}
         for _, event in events:
             card = event["card_id"]
-            self.cards[card] = self.apply(self.cards.get(card) or CardState(card), event)
+            cards[card] = self.apply(cards.get(card) or CardState(card), event)
+        self.cards = cards
         log.info(
             "Rebuilt %d card(s) from %d event(s) of partition(s) %s.",
             len({e["card_id"] for _, e in events}),
@@ -122,6 +150,8 @@ class CardHandler:
         return self.pending.get(card_id) or self.cards.get(card_id) or CardState(card_id)
 
     def handle(self, msg: Message) -> list[Out]:
+        if msg.topic() == QUERIES:
+            return [answer(msg, self.state)]
         command = decode_value(self.decode, msg.value())
         card = command["card_id"]
         state = self.state(card)
@@ -155,4 +185,6 @@ def _untraced(command: Mapping[str, Any]) -> Trace:
 def card_service(settings: Settings, options: StageOptions | None = None) -> Stage:
     """The card service as a stage: `run()` until `stop()`."""
     options = options or StageOptions(group=GROUP)
-    return Stage(settings, STAGE, [COMMANDS], [EVENTS], CardHandler(settings), options)
+    return Stage(
+        settings, STAGE, [COMMANDS, QUERIES], [EVENTS, REPLIES], CardHandler(settings), options
+    )

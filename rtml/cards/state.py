@@ -24,3 +24,8 @@ class CardState:
     alerts: int = 0
     declined: int = 0
     rejected: int = 0
+
+
+def card_key(card_id: int) -> bytes:
+    """The record key of a card's commands, events and queries: its id as text."""
+    return str(card_id).encode()

@@ -91,6 +91,12 @@ SERVICES: tuple[Service, ...] = (
         ready_log="cards instance",
     ),
     Service(
+        "projections",
+        "the projection: card events folded into the read model the Events page queries",
+        lambda settings: ["cards", "projections"],
+        ready_log="projections instance",
+    ),
+    Service(
         "notifications",
         "the notification service: card holders told of blocks and alerts",
         lambda settings: ["cards", "notifications"],

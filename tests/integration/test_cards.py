@@ -6,10 +6,13 @@ import threading
 import uuid
 from collections import Counter
 
+import pytest
 from confluent_kafka import Producer
 
 from rtml.cards.aggregate import fold
-from rtml.cards.service import COMMANDS, card_key, card_service
+from rtml.cards.requests import CardQueries, CardQueryError
+from rtml.cards.service import COMMANDS, card_service
+from rtml.cards.state import card_key
 from rtml.dlq import read_origin
 from rtml.poll import until
 from rtml.schemas import register_all
@@ -77,14 +80,24 @@ def test_commands_become_one_event_each_with_trace_and_versions(cluster_settings
     assert blocked
     card = sorted(blocked)[0]
     follow_up = commands([card], 1, seed=9)[0] | {"type": "BlockCard"}
+    queries = CardQueries(settings)
     stage, thread = _start(settings, group)
     try:
         send(settings, [follow_up])
         until(lambda: stage.status.records >= 1, 60, "the follow-up", 0.1)
+        # Request-reply: the service answers from the state it rebuilt, and the requester
+        # matches the answer by correlation id.
+        answer = queries.ask(card, timeout=30)
     finally:
         stage.stop()
         thread.join(30)
-    last = [e for e, _ in committed_events(settings, {card})][-1]
+    log = [e for e, _ in committed_events(settings, {card})]
+    assert answer == fold(card, log) and answer.blocked and answer.version == len(log)
+    # Nobody answers while the service is down: a timeout, said in one sentence.
+    with pytest.raises(CardQueryError, match="is the card service running"):
+        queries.ask(card, timeout=1)
+    queries.close()
+    last = log[-1]
     assert last["command_id"] == follow_up["command_id"]
     assert last["type"] == "CommandRejected" and "already blocked" in last["reason"]
     assert last["version"] == len(by_card[card]) + 1

@@ -24,6 +24,7 @@ def test_every_service_is_python_dash_m_rtml_with_a_readiness_check(settings):
         "features",
         "serve",
         "cards",
+        "projections",
         "notifications",
         "decisions",
         "simulator",
@@ -69,7 +70,7 @@ def test_an_unknown_service_is_one_sentence_naming_the_services():
         service("rm -rf /")
     assert str(info.value) == (
         "There is no service 'rm -rf /': the services are features, serve, cards, "
-        "notifications, decisions, simulator."
+        "projections, notifications, decisions, simulator."
     )
     with pytest.raises(ServiceError):
         selected(["simulator", "miner"])
