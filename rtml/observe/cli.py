@@ -70,6 +70,13 @@ def _add_observe(sub: argparse._SubParsersAction) -> None:
         description="Watch the predictions: how fast (latency) and how good (evaluate).",
     )
     actions = observe.add_subparsers(dest="action", required=True, metavar="ACTION")
+    metrics = actions.add_parser(
+        "metrics",
+        help="serve Prometheus metrics on 127.0.0.1: throughput, lag, DLQs, stage counters",
+        description="Serve /metrics in the Prometheus text format on 127.0.0.1 until Ctrl-C.",
+    )
+    metrics.add_argument("--port", type=int, default=9464, help="port (default 9464)")
+    metrics.set_defaults(func=_metrics)
     latency = actions.add_parser(
         "latency",
         help="freshness and event-to-prediction latency, p50/p95/p99/max, live",
@@ -244,6 +251,18 @@ def render_drift(settings: Settings, evaluator: OnlineEvaluator) -> str:
 
 def _when(ms: int | None) -> str:
     return "-" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def _metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.observe.metrics import serve
+
+    server, thread = serve(settings, args.port)
+    print(f"Prometheus metrics at http://127.0.0.1:{args.port}/metrics; Ctrl-C stops them.")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> int:
