@@ -9,5 +9,7 @@ pages = [
     st.Page("pages/flow.py", title="Flow", icon=":material/timeline:"),
     st.Page("pages/windows.py", title="Windows", icon=":material/view_timeline:"),
     st.Page("pages/predictions.py", title="Predictions", icon=":material/online_prediction:"),
+    st.Page("pages/events.py", title="Events", icon=":material/receipt_long:"),
+    st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
 ]
 st.navigation(pages).run()

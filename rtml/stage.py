@@ -22,7 +22,7 @@ production behaviour:
 - **A full producer queue** (librdkafka's `BufferError`) is waited out by serving delivery
   reports, never a crash.
 - **Status.** Every second the instance writes its counters to a small JSON file
-  (`<cluster dir>/stages/<stage>-<instance>.json`) that tests, the CLI and the control
+  (`<cluster dir>/stages/<stage>-<instance>-<group>.json`) that tests, the CLI and the control
   room read.
 """
 
@@ -156,6 +156,7 @@ class StageStatus:
         return self.state == "stopped" or time.time() - self.updated > STALE_AFTER_S
 
     def line(self) -> str:
+        """The counters as one line for logs and `rtml cards status`."""
         return (
             f"in {self.records:,}  handled {self.handled:,}  out {self.outputs:,}  "
             f"dlq {self.dlq:,}  retries {self.retries:,}  batches {self.batches:,}"
@@ -163,14 +164,16 @@ class StageStatus:
         )
 
 
-def status_file(settings: Settings, stage: str, instance: int) -> Path:
-    return settings.cluster_dir / "stages" / f"{stage}-{instance}.json"
+def status_file(settings: Settings, stage: str, instance: int, group: str) -> Path:
+    """Where an instance writes its status: one file per stage, instance and group, so a
+    notebook's or a test's instances never overwrite the lab's."""
+    return settings.cluster_dir / "stages" / f"{stage}-{instance}-{group}.json"
 
 
 def write_status(settings: Settings, status: StageStatus) -> None:
     """Replace the instance's status file atomically (a reader never sees half of it)."""
     status.updated = time.time()
-    path = status_file(settings, status.stage, status.instance)
+    path = status_file(settings, status.stage, status.instance, status.group)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(status)))
@@ -236,6 +239,7 @@ class Stage:
 
     @property
     def exactly_once(self) -> bool:
+        """True when each batch is one Kafka transaction."""
         return self.options.guarantee == "exactly-once"
 
     def stop(self) -> None:

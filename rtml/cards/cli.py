@@ -59,17 +59,26 @@ def _stage(action: str, args: argparse.Namespace, settings: Settings) -> Stage:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Ctrl-C and SIGTERM (how `rtml services down` asks) both finish the batch and commit;
+    # the handlers come first, so a signal during start-up stops the stage cleanly too.
+    asked = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: asked.set())
     stage = _stage(args.action, args, settings)
     done = threading.Event()
 
-    def report() -> None:
+    def watch() -> None:
         while not done.wait(args.report_every):
             print(stage.status.line(), flush=True)
 
-    threading.Thread(target=report, daemon=True).start()
-    # Ctrl-C and SIGTERM (how `rtml services down` asks) both finish the batch and commit.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stage.stop())
+    def relay() -> None:
+        asked.wait()
+        stage.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=relay, daemon=True).start()
+    if asked.is_set():
+        return 0
     try:
         stage.run()
     finally:

@@ -83,10 +83,12 @@ class Move:
 
     @property
     def lag_before(self) -> int | None:
+        """The partition's lag at the committed offset before the reset (None: none committed)."""
         return None if self.before is None else self.end - max(self.before, self.start)
 
     @property
     def lag_after(self) -> int:
+        """The partition's lag at the offset after the reset."""
         return self.end - self.after
 
 
@@ -124,6 +126,7 @@ class Committed:
 
     @property
     def lag(self) -> int:
+        """Records from the committed offset (or the log start) to the log end."""
         return self.end - max(self.offset, self.start)
 
 
@@ -188,16 +191,26 @@ def show(settings: Settings, group: str) -> GroupView:
 
 
 def plan(
-    settings: Settings, group: str, target: Target, topics: Sequence[str] | None = None
+    settings: Settings,
+    group: str,
+    target: Target,
+    topics: Sequence[str] | None = None,
+    view: GroupView | None = None,
 ) -> ResetPlan:
     """What resetting the stopped `group` to `target` would do, on every topic it has
-    committed offsets for (or only `topics`); refuses while the group has live members."""
+    committed offsets for (or only `topics`); refuses while the group has live members.
+
+    With `view` (from `show`), the plan judges the group by that description instead of
+    asking again, so a page that shows both never shows a group stopped and refused at once.
+    """
     client = admin(settings, timeout=10)
-    state, members = _describe(settings, client, group)
-    if members or state not in STOPPED:
+    if view is None:
+        state, members = _describe(settings, client, group)
+        view = GroupView(group, _state_name(state), tuple(members), ())
+    if view.members or view.state not in {_state_name(s) for s in STOPPED}:
         raise ReplayError(
-            f"Consumer group {group!r} has {len(members)} active member(s) (state "
-            f"{_state_name(state)}): stop its consumers first (`rtml services down` stops the "
+            f"Consumer group {group!r} has {len(view.members)} active member(s) (state "
+            f"{view.state}): stop its consumers first (`rtml services down` stops the "
             "lab services), then reset."
         )
     committed = _committed(settings, client, group)
@@ -230,7 +243,7 @@ def plan(
         moves.append(
             Move(tp.topic, tp.partition, committed.get(key), after, starts[key], ends[key])
         )
-    return ResetPlan(group, target, _state_name(state), tuple(moves), tuple(sorted(missing)))
+    return ResetPlan(group, target, view.state, tuple(moves), tuple(sorted(missing)))
 
 
 def apply(settings: Settings, reset_plan: ResetPlan) -> ResetPlan:

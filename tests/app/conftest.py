@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -132,6 +133,26 @@ class Pipeline:
     versions: tuple[str, str]  # saved model versions; the first one published
 
 
+# The live simulator's first run on a cluster numbers its transactions from 0 (later runs
+# go on from there: rtml.simulate.laps), as the replayed history does: without ids of its
+# own, a replayed and a live transaction of two different cards share an id, so do their
+# commands and card events (`<Type>-<transaction id>#0`), and the projection keeps
+# whichever event it reads first (the Replay page's rebuild then differs from the live
+# read model).
+REPLAYED_IDS = 10**9
+
+
+def _own_ids(sim: Simulation) -> Simulation:
+    """The history with its transaction ids (and its labels') moved to REPLAYED_IDS on."""
+    return dataclasses.replace(
+        sim,
+        transactions=sim.transactions.assign(
+            transaction_id=sim.transactions["transaction_id"] + REPLAYED_IDS
+        ),
+        labels=sim.labels.assign(transaction_id=sim.labels["transaction_id"] + REPLAYED_IDS),
+    )
+
+
 @pytest.fixture(scope="package")
 def pipeline(lab_topics) -> Pipeline:
     """The lab after the week 2 notebook and a trained model, built once: a four-day history
@@ -143,7 +164,7 @@ def pipeline(lab_topics) -> Pipeline:
     services.down(settings)
     fresh_topics(settings, [*PIPELINE_TOPICS, "predictions", "serve.dlq"])
     remove_group(settings, "rtml-features")  # its state would hold another run's event time
-    sim = simulate(SimulationParams(n_customers=40, n_terminals=300, n_days=4, seed=8))
+    sim = _own_ids(simulate(SimulationParams(n_customers=40, n_terminals=300, n_days=4, seed=8)))
     publish_reference(settings, sim)
     assert replay(settings, sim, progress=False).ok
     history = training_set(

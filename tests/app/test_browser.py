@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from rtml.cards.projection import default_db_path
+from rtml.cards.readmodel import ReadModel
 from rtml.cluster import get_status
 from rtml.features.windows import CUSTOMER_KINDS
+from rtml.observe.trace import recent_transactions
+from rtml.poll import until
 
 
 @pytest.fixture()
@@ -125,3 +129,66 @@ def test_a_broker_killed_and_restarted_from_the_cluster_page(control_room, page,
     )
     expect(page.get_by_text("3 / 3")).to_be_visible(timeout=30_000)
     assert local_cluster.nodes[2].process.alive()
+
+
+def test_events_page_shows_the_read_model_and_traces_a_transaction(
+    control_room, page, pipeline, shots
+):
+    # The read model fills once the pipeline's first flagged transactions are projected.
+    path = default_db_path(pipeline.settings)
+    until(
+        lambda: path.is_file() and not recent_transactions(ReadModel(path)).empty,
+        180,
+        "a flagged transaction in the read model",
+    )
+    page.goto(control_room)
+    page.get_by_role("link", name="Events").click()
+    metric = page.get_by_test_id("stMetric")
+    expect(metric.filter(has_text="Events")).to_contain_text(
+        re.compile(r"Events\s*[1-9]"), timeout=60_000
+    )
+    expect(page.get_by_text("Services: in == handled + dlq")).to_be_visible()
+    headers = page.locator("[role=columnheader]")
+    expect(headers.filter(has_text="in == handled + dlq").first).to_be_attached(timeout=30_000)
+    # Pick the newest alert or block from the list: its path shows hop by hop.
+    picker = page.get_by_role("combobox", name="Recent alerts and blocks")
+    expect(picker).to_be_visible(timeout=30_000)
+    expect(picker).to_have_attribute("placeholder", "pick one to trace")
+    picker.click()
+    page.get_by_role("option").first.click()
+    # (the grid mirrors the columns in view only: the first ones)
+    expect(headers.filter(has_text=re.compile(r"^hop$")).first).to_be_attached(timeout=60_000)
+    expect(headers.filter(has_text=re.compile(r"^service$")).first).to_be_attached()
+    expect(
+        page.get_by_text(re.compile(r"^Every hop carries correlation id tx-\d+"))
+    ).to_be_visible()
+    cells = page.locator("td[role=gridcell]")
+    for hop in ("prediction", "command", "event"):
+        expect(cells.filter(has_text=re.compile(f"^{hop}$")).first).to_be_attached()
+    expect(page.get_by_text("Dead-letter queues")).to_be_visible()
+    expect(page.get_by_text("Browse and redrive")).to_be_visible()
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "events.png"), full_page=True)
+    assert (shots / "events.png").stat().st_size > 10_000
+
+
+def test_replay_page_refuses_a_running_group_and_rebuilds_the_projection(
+    control_room, page, pipeline, shots
+):
+    page.goto(f"{control_room}/replay")
+    expect(page.get_by_text("Reset a consumer group")).to_be_visible(timeout=60_000)
+    # The first group is the decision service's, running: Kafka would refuse a reset.
+    expect(page.get_by_text(re.compile(r"rtml-decisions.* has 1 active member"))).to_be_visible(
+        timeout=60_000
+    )
+    expect(page.get_by_role("button", name="Stop the decisions service")).to_be_visible()
+    page.get_by_role("button", name="Rebuild and compare").click()
+    expect(
+        page.get_by_text(re.compile(r"^Equal: replaying card-events from offset 0"))
+    ).to_be_visible(timeout=300_000)
+    headers = page.locator("[role=columnheader]")
+    expect(headers.filter(has_text="rebuilt").first).to_be_attached(timeout=30_000)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "replay.png"), full_page=True)
+    assert (shots / "replay.png").stat().st_size > 10_000
+

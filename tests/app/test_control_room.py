@@ -1,6 +1,7 @@
 """The control room, rendered headless with Streamlit's AppTest against the live cluster."""
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -12,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 from streamlit.testing.v1 import AppTest
 
 from rtml import services
+from rtml.cards.projection import default_db_path
+from rtml.cards.readmodel import ReadModel
+from rtml.clients import admin, create_missing_topics, durable_producer
+from rtml.dlq import origin_headers
 from rtml.features.windows import CUSTOMER_KINDS
 from rtml.observe.throughput import end_offsets
+from rtml.observe.trace import recent_transactions
+from rtml.ops import replay
+from rtml.poll import until
 
 HOME = str(Path(__file__).resolve().parents[2] / "lab_app" / "Home.py")
 
@@ -324,3 +333,335 @@ def test_predictions_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch)
     assert "rtml services up" in at.code[0].value
     assert "Waiting for the cluster (see above)." in [c.value for c in at.caption]
     assert time.monotonic() - started < 15
+
+
+# --- Events and Replay (week 4) ------------------------------------------------------------
+
+
+def _read_model(settings) -> ReadModel:
+    """The live read model, once the pipeline's flagged transactions have reached it."""
+    path = default_db_path(settings)
+
+    def flagged() -> bool:
+        if not path.is_file():
+            return False
+        counts = ReadModel(path).counts()
+        return counts.alerts + counts.blocked > 0
+
+    until(flagged, 180, "an alert or a blocked card in the read model")
+    return ReadModel(path)
+
+
+def _shown_counts(counts) -> dict[str, str]:
+    """The Events page's metrics for these read model counts."""
+    return {
+        "Cards": f"{counts.cards:,}",
+        "Blocked cards": f"{counts.blocked:,}",
+        "Alerts raised": f"{counts.alerts:,}",
+        "Events": f"{sum(counts.events.values()):,}",
+        "Commands rejected": f"{counts.events['CommandRejected']:,}",
+    }
+
+
+def test_events_page_shows_the_read_model_the_counters_and_a_transaction_traced(pipeline):
+    model = _read_model(pipeline.settings)
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/events.py")
+    # The projection keeps writing: the page and the file agree between two events.
+    at = _until(at, lambda a: _metrics(a) == _shown_counts(model.counts()))
+    assert "What to notice (week 4, notebook week4_production_patterns)" in at.caption[0].value
+    assert [s.value for s in at.subheader] == [
+        "Read model",
+        "Services: in == handled + dlq",
+        "Trace one transaction",
+        "Dead-letter queues",
+        "Browse and redrive",
+    ]
+    assert not at.error
+
+    stages = _table(at, "in == handled + dlq")
+    assert {"decisions", "cards", "notifications", "projections"} <= set(stages["stage"])
+    assert stages["in == handled + dlq"].all()
+    assert (stages.set_index("stage").loc["decisions", "in"] > 0).all()
+    summary = _table(at, "errors").set_index("stage")
+    assert {"decisions", "cards", "projections", "notifications"} <= set(summary.index)
+
+    # Trace the newest flagged transaction, picked from the list as a learner would.
+    tx = int(recent_transactions(model)["transaction_id"][0])
+    assert any(o.startswith(f"tx-{tx} · ") for o in at.selectbox(key="trace_pick").options)
+    at.selectbox(key="trace_pick").set_value(tx)
+    # Its notification is written a moment after its event is projected.
+    at = _until(at, lambda a: "notification" in set(_table(a, "hop")["hop"]))
+    assert at.text_input(key="trace_tx").value == str(tx)
+    hops = _table(at, "hop")
+    events = model.trace(f"tx-{tx}")
+    assert set(hops.loc[hops["hop"] == "event", "message id"]) == set(events["event_id"])
+    assert set(hops["hop"]) == {"prediction", "command", "event", "notification"}
+    assert list(hops["step"]) == list(range(1, len(hops) + 1))
+    # Each hop comes after the hop that caused it, written no earlier than it.
+    for i, row in hops.iterrows():
+        if row["hop"] == "prediction":
+            assert row["message id"] == f"pred-{tx}" and row["caused by"] == ""
+            continue
+        causes = hops.loc[: i - 1]
+        assert row["caused by"] in set(causes["message id"]), row.to_dict()
+        assert row["after (ms)"] >= 0
+    commands = hops[hops["hop"] == "command"]
+    assert all(
+        m == f"{t}-{tx}" for m, t in zip(commands["message id"], commands["type"], strict=True)
+    )
+    assert set(hops["topic"]) == {"predictions", "card-commands", "card-events", "notifications"}
+    assert not at.warning, [w.value for w in at.warning]
+
+    # A typed id is checked before anything is read.
+    at.text_input(key="trace_tx").set_value("12; DROP TABLE cards").run()
+    assert not at.exception
+    assert at.error[0].value.startswith("'12; DROP TABLE cards' is not a transaction id")
+
+
+def _scratch_topics(settings, *names: str) -> None:
+    assert create_missing_topics(settings, [NewTopic(n, 1, 3) for n in names]) == list(names)
+
+
+def _delete(settings, topics: list[str], groups: list[str]) -> None:
+    client = admin(settings, timeout=10)
+    futures = list(client.delete_topics(topics, operation_timeout=30).values()) if topics else []
+    futures += client.delete_consumer_groups(groups, request_timeout=30).values()
+    for fut in futures:
+        with contextlib.suppress(KafkaException):  # a failed test may not have made it
+            fut.result(timeout=60)
+
+
+def _all_records(settings, topic: str) -> list:
+    """Every committed record of a one-partition topic now."""
+    consumer = Consumer(
+        settings.client_config(
+            group_id=f"apptest-read-{uuid.uuid4().hex[:6]}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            enable_partition_eof=True,
+        )
+    )
+    got = []
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is None:
+                got.append(msg)
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                return got
+        raise AssertionError(f"{topic} was not read to its end in time")
+    finally:
+        consumer.close()
+
+
+def test_events_page_lists_a_dead_letter_and_redrives_it_once(lab_topics):
+    settings = lab_topics
+    stage = f"apptest-{uuid.uuid4().hex[:8]}"
+    dlq, origin = f"{stage}.dlq", f"{stage}-origin"
+    _scratch_topics(settings, dlq, origin)
+    try:
+        producer = durable_producer(settings)
+        headers = origin_headers(
+            topic=origin,
+            partition=0,
+            offset=17,
+            timestamp=1_764_000_000_000,
+            group="apptest",
+            stage=stage,
+            error="amount is negative",
+        )
+        producer.produce(dlq, b'{"amount": -1}', b"42", partition=0, headers=headers)
+        assert producer.flush(30) == 0
+
+        at = AppTest.from_file(HOME, default_timeout=60)
+        at.switch_page("pages/events.py").run()
+        assert not at.exception
+        assert stage in at.selectbox(key="dlq_stage").options
+        at.selectbox(key="dlq_stage").set_value(stage).run()
+        assert not at.exception
+        records = _table(at, "error type")
+        assert records.to_dict("records") == [
+            {
+                "record": "0:0",
+                "time": records["time"][0],
+                "error type": "Rejected",
+                "error": "amount is negative",
+                "attempts": "1",
+                "origin": f"{origin} 0:17",
+                "key": "42",
+                "value": '(text) {"amount": -1}',
+            }
+        ]
+
+        at.selectbox(key="dlq_record").set_value("0:0")
+        at.button(key="dlq_redrive").click().run()
+        assert not at.exception
+        assert at.success[0].value == (
+            f"Sent 1 record(s) of {dlq} back to {origin}, once: redriving again sends nothing."
+        )
+        assert _table(at, "action").to_dict("records") == [
+            {"record": "0:0", "origin topic": origin, "action": "sent", "why": ""}
+        ]
+        (sent,) = _all_records(settings, origin)
+        assert (sent.key(), sent.value()) == (b"42", b'{"amount": -1}')
+        assert dict(sent.headers())["rtml.redriven_from"] == f"{dlq}:0:0".encode()
+        assert sent.timestamp()[1] == 1_764_000_000_000  # the failed record's own time
+
+        # Once only: a second click finds it redriven and sends nothing.
+        at.button(key="dlq_redrive").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith("1 record(s) were redriven before, so not again")
+        assert len(_all_records(settings, origin)) == 1
+    finally:
+        _delete(settings, [dlq, origin], [f"rtml-dlq-redrive-{stage}"])
+
+
+def _replay_page() -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.switch_page("pages/replay.py").run()
+    assert not at.exception
+    return at
+
+
+def test_replay_page_plans_a_stopped_group_and_resets_it_only_when_confirmed(lab):
+    group = f"replay-page-{uuid.uuid4().hex[:6]}"
+    _commit_from_the_start(lab, group)
+    try:
+        at = _replay_page()
+        assert "What to notice (week 4, notebook week4_production_patterns)" in at.caption[0].value
+        groups = at.selectbox(key="replay_group").options
+        assert groups[:4] == [
+            "rtml-decisions (service decisions)",
+            "rtml-cards (service cards)",
+            "rtml-notifications (service notifications)",
+            "rtml-projections (service projections)",
+        ]
+        assert group in groups
+        at.selectbox(key="replay_group").set_value(group)
+        at.radio(key="replay_kind").set_value("latest").run()
+        assert not at.exception
+        assert _metrics(at) == {"Group state": "empty", "Active members": "0"}
+        planned = _table(at, "lag after")
+        assert len(planned) == 6 and set(planned["topic"]) == {"transactions"}
+        assert (planned["before"] == 0).all() and (planned["lag after"] == 0).all()
+        assert (planned["after"] == planned["end"]).all() and planned["after"].sum() > 0
+        assert f"**Plan: {group} to latest**" in [m.value for m in at.markdown]
+
+        # The first click asks; nothing moves until the second.
+        at.button(key="replay_apply").click().run()
+        assert at.warning[0].value.startswith(f"Move the committed offsets of {group} to latest?")
+        assert all(c.offset == 0 for c in replay.show(lab, group).offsets)
+        at.button(key="replay_confirm_yes").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith(f"Group {group} was reset to latest; it skips ")
+        committed = {c.partition: c.offset for c in replay.show(lab, group).offsets}
+        assert all(
+            committed[p] >= a for p, a in zip(planned["partition"], planned["after"], strict=True)
+        )
+        # The plan now starts where the reset left the group.
+        again = _table(at, "lag after").set_index("partition")
+        assert all(again.loc[p, "before"] == o for p, o in committed.items())
+        assert not at.warning
+    finally:
+        _delete(lab, [], [group])
+
+
+def test_replay_page_refuses_a_running_group_and_stops_its_service(pipeline):
+    settings = pipeline.settings
+    at = _replay_page()
+    assert at.selectbox(key="replay_group").value == "rtml-decisions"
+    refusal = at.warning[0].value
+    assert re.fullmatch(
+        r"Consumer group 'rtml-decisions' has 1 active member\(s\) \(state [a-z ]+\): stop its "
+        r"consumers first \(`rtml services down` stops the lab services\), then reset\.",
+        refusal,
+    ), refusal
+    assert _metrics(at)["Active members"] == "1"
+    assert not at.error
+    try:
+        at.button(key="replay_stop").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith("Service decisions stopped.")
+        assert not {s.name: s for s in services.status(settings)}["decisions"].alive
+        # Its static member leaves the group when its session times out: then a plan.
+        at = _until(at, lambda a: any("lag after" in d.value.columns for d in a.dataframe))
+        planned = _table(at, "lag after")
+        assert set(planned["topic"]) == {"predictions"}
+        assert _metrics(at) == {"Group state": "empty", "Active members": "0"}
+        at.button(key="replay_start").click().run()
+        assert not at.exception
+        assert at.success[0].value == (
+            "Service decisions started: it resumes from the group's committed offsets."
+        )
+        assert {s.name: s for s in services.status(settings)}["decisions"].alive
+    finally:
+        services.up(settings, ["decisions"])
+
+
+def test_replay_page_rebuilds_the_projection_with_the_same_hash(pipeline):
+    model = _read_model(pipeline.settings)
+    at = _replay_page()
+    at.button(key="rebuild_run").click().run(timeout=600)
+    assert not at.exception
+    # The reset section above may warn about a running group; the rebuild's verdict is a
+    # success when equal, a warning starting "Differs" when not.
+    said = [s.value for s in at.success] + [
+        w.value for w in at.warning if w.value.startswith("Differs")
+    ]
+    assert len(said) == 1 and said[0].startswith(
+        "Equal: replaying card-events from offset 0 gave the same read model"
+    ), said
+    table = _table(at, "rebuilt").set_index("")
+    assert table["same"].all()
+    live_hash = table.loc["content hash", "live"]
+    assert live_hash == table.loc["content hash", "rebuilt"]
+    assert re.fullmatch(r"[0-9a-f]{64}", live_hash)
+    assert [c.value for c in at.code][-2:] == [live_hash, live_hash]
+    shown = int(table.loc["cards", "live"])
+    assert 0 < shown <= model.counts().cards
+
+
+def test_events_and_replay_pages_say_how_to_create_a_missing_read_model(
+    lab_topics, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("RTML_HOME", str(tmp_path))
+    missing = f"There is no card read model at {tmp_path}"
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/events.py").run()
+    assert not at.exception and not at.error
+    info = [i.value for i in at.info]
+    assert info[0].startswith(missing) and "start the card projection" in info[0]
+    assert "No week-4 service has run yet: start them with `rtml services up`." in info
+    assert any(i.startswith(missing) and "The trace starts from" in i for i in info)
+    assert "rtml cards projections" in at.code[0].value
+
+    at = _replay_page()
+    assert not at.error
+    assert any(i.value.startswith(missing) for i in at.info)
+    assert any("rtml cards projections" in c.value for c in at.code)
+    assert not [b for b in at.button if b.key == "rebuild_run"]
+
+
+@pytest.mark.parametrize("page", ["events", "replay"])
+def test_events_and_replay_pages_on_a_stopped_cluster_say_how_to_start_it(
+    page, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("RTML_HOME", str(tmp_path))
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page(f"pages/{page}.py")
+    started = time.monotonic()
+    at.run()
+    assert not at.exception
+    # One error, not one per section, and no section waits out its own timeout.
+    assert [e.value for e in at.error] == [
+        "No broker answers at 127.0.0.1:1: check RTML_BOOTSTRAP_SERVERS and the security settings."
+    ]
+    assert any("rtml services up" in c.value for c in at.code)
+    assert time.monotonic() - started < 15
+

@@ -51,7 +51,7 @@ def test_metrics_report_topics_dlqs_and_stage_counters(cluster_settings) -> None
     finally:
         server.shutdown()
         thread.join(10)
-        status_file(settings, "metricstest", 3).unlink()
+        status_file(settings, "metricstest", 3, "g").unlink()
     assert got[("rtml_cluster_up", ())] == 1
     # The records per topic are the cluster's end offsets, read at the scrape.
     truth = end_offsets(settings, ["transactions", "cards.dlq"], timeout=10)

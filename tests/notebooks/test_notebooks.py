@@ -33,6 +33,12 @@ PARAMETERS = {
         "min_seconds": 0.1,
         "n_requests": 100,
     },
+    "week4_production_patterns": {
+        "crash_commands": 300,
+        "crash_rate": 60.0,
+        "bp_rate": 300.0,
+        "bp_phases": [[0.0, 2.0], [10.0, 5.0], [0.0, 2.0]],
+    },
 }
 
 

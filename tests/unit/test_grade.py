@@ -57,3 +57,19 @@ def test_week3_unfilled_labs_fail_with_the_hint():
     failed = [c for c in result.checks if not c.passed]
     assert {c.exercise for c in failed} == {"labels_known_at", "score_batch", "latency_measures"}
     assert all("NotImplementedError: TODO" in c.detail for c in failed)
+
+
+def test_week4_solutions_pass_and_every_exercise_is_graded():
+    result = grade("week4", impl="solutions")
+    assert result.passed, result.render()
+    graded = {e.graded_as for e in EXERCISES if e.week == 4}
+    assert graded == {"apply_card_event", "first_delivery", "route_failure"}
+    assert {c.exercise for c in result.checks} == graded
+
+
+def test_week4_unfilled_labs_fail_with_the_hint():
+    result = grade("week4", impl="labs")
+    assert not result.passed
+    failed = [c for c in result.checks if not c.passed]
+    assert {c.exercise for c in failed} == {"apply_card_event", "first_delivery", "route_failure"}
+    assert all("NotImplementedError: TODO" in c.detail for c in failed)
