@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install browser jars lab ui down test test-unit screenshots lint format grade bench clean
+.PHONY: help install browser jars lab ui down test test-unit screenshots lint format grade bench chaos clean docs docs-serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,15 @@ bench: install  ## benchmarks -> docs/benchmarks.md (BENCH_ARGS=--quick for a sm
 	$(BIN)/python -m bench.features $(BENCH_ARGS)
 	$(BIN)/python -m bench.inference $(BENCH_ARGS)
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
+
+docs: install  ## build the documentation site into site/ (strict: broken links fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install  ## serve the documentation site on http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+chaos: install  ## chaos scenarios on a throw-away cluster -> docs/reliability.md (CHAOS_ARGS=--quick)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:  ## remove the venv and caches (not the cluster: use make down first)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,5 +11,6 @@ pages = [
     st.Page("pages/predictions.py", title="Predictions", icon=":material/online_prediction:"),
     st.Page("pages/events.py", title="Events", icon=":material/receipt_long:"),
     st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
+    st.Page("pages/chaos.py", title="Chaos", icon=":material/bolt:"),
 ]
 st.navigation(pages).run()

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,6 +36,12 @@
 #
 # Exercises live in `labs/week1/`; run the system on your code with `impl = "labs"` below
 # (or `RTML_IMPL=labs`), and grade them with `make grade WEEK=1`.
+#
+# Read more: [pub/sub and consumer groups](../docs/patterns/pub-sub-consumer-groups.md),
+# [partitioning and ordering](../docs/patterns/partitioning-ordering.md),
+# [schema evolution](../docs/patterns/schema-evolution.md),
+# [consumer lag runbook](../docs/runbooks/consumer-lag.md),
+# [Kafka architecture explained](../docs/writeups/kafka-architecture-explained.md).
 
 # %% tags=["parameters"]
 impl = "solutions"  # "labs" runs your own exercise code
@@ -727,7 +733,7 @@ pd.DataFrame(
 # ### The checklist
 #
 # When consumers lag, ask in this order (the details are in
-# [docs/runbooks.md](../docs/runbooks.md)):
+# [the consumer lag runbook](../docs/runbooks/consumer-lag.md)):
 #
 # 1. **Is the group alive?** `rtml lag GROUP`: STOP means no member owns the partitions;
 #    start the consumers, or find out why they crashed or left.

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -37,6 +39,10 @@
 # code, and `make grade WEEK=2` grades it. The week's first exercise, `customer_window` in
 # `labs/week2/windows.py` (the 1/7/30-day customer windows), runs inside the app too: the
 # stream == batch check in section 11 is its real test.
+#
+# Read more: [windowing and late data](../docs/patterns/windowing-late-data.md),
+# [joins](../docs/patterns/joins.md), [stateful processing](../docs/patterns/stateful-processing.md),
+# [real-time feature engineering](../docs/writeups/real-time-feature-engineering.md).
 
 # %% tags=["parameters"]
 impl = "solutions"  # "labs" runs your own exercise code

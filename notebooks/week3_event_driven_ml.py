@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -38,6 +38,11 @@
 # prediction service and the latency histograms run your code, and `make grade WEEK=3`
 # grades it. Section 1 already builds a training set with your `labels_known_at`, so
 # start with that one (section 2 explains it).
+#
+# Read more: [online feature store and freshness](../docs/patterns/online-feature-store.md),
+# [model hot swap](../docs/patterns/model-hot-swap.md), [replay](../docs/patterns/replay.md),
+# [rotating a model](../docs/runbooks/rotate-model.md),
+# [why event streaming for ML](../docs/writeups/why-event-streaming-for-ml.md).
 
 # %% tags=["parameters"]
 impl = "solutions"  # "labs" runs your own exercise code

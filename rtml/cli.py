@@ -35,6 +35,7 @@ PLUGINS: tuple[str, ...] = (
     "rtml.serve.http_cli",
     "rtml.cards.cli",
     "rtml.ops.cli",
+    "rtml.chaos.cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
@@ -63,11 +64,16 @@ def _cluster(args: argparse.Namespace, settings: Settings) -> int:
                 + (f"UP, {reg.subjects} subjects" if reg.up else "DOWN")
             )
         return 0 if status.reachable else 1
+    if args.action == "acls":
+        from rtml.cluster.security import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
     cluster = LocalCluster(settings)
     if args.action == "fetch":
         print(f"Jars ready in {cluster.jars} (Java {cluster.java.major} at {cluster.java.path})")
     elif args.action == "up":
-        cluster.up(timeout=args.timeout, registry=not args.no_registry)
+        cluster.up(timeout=args.timeout, registry=not args.no_registry, secure=args.secure)
     elif args.action == "down":
         cluster.down(wipe=args.wipe)
     elif args.action == "kill":
@@ -87,6 +93,11 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
         tool_args = tool_args[1:]
     if args.tool in _TAKES_BOOTSTRAP and "--bootstrap-server" not in tool_args:
         tool_args = ["--bootstrap-server", settings.bootstrap, *tool_args]
+        if settings.local_secure and "--command-config" not in tool_args:
+            from rtml.cluster.security import client_properties_file
+
+            # The secure local cluster: the tool logs in as admin, as rtml itself does.
+            tool_args = ["--command-config", str(client_properties_file(settings)), *tool_args]
     cmd = tool_command(settings, args.tool, tool_args)
     sys.stdout.flush()
     os.execv(cmd[0], cmd)
@@ -234,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-registry", action="store_true", help="brokers only, without the schema registry"
     )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="a new cluster with SASL/SCRAM logins and ACLs, one principal per service "
+        "(docs/external-clusters.md); it stays secure at later starts",
+    )
     actions.add_parser(
         "fetch",
         help="fetch Kafka's jars from Maven Central (once) and the JDK check",
@@ -250,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         "leader, replicas and ISR with under-replicated and offline counts.",
     )
     status.add_argument("--internal", action="store_true", help="include internal topics (__*)")
+    actions.add_parser(
+        "acls",
+        help="print the principals of the secure profile and what each may do",
+        description="Print the table of docs/external-clusters.md: each principal of "
+        "`rtml cluster up --secure` with the topics, groups and transactional ids its ACLs allow.",
+    )
     for name, text in (
         ("kill", "SIGKILL node N, as a crash would"),
         ("stop", "stop node N cleanly (controlled shutdown)"),

@@ -7,11 +7,12 @@ fails here, at start-up, with one sentence that names the variable and what it a
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rtml.errors import ConfigError
@@ -51,6 +52,10 @@ _SECURITY_VARS = (
     ("RTML_SASL_PASSWORD", "sasl.password"),
     ("RTML_SSL_CA_LOCATION", "ssl.ca.location"),
 )
+# A local cluster started with `rtml cluster up --secure` (rtml.cluster.security) takes
+# SCRAM logins; its super user, whom rtml's own clients use unless told otherwise.
+LOCAL_MECHANISM = "SCRAM-SHA-512"
+LOCAL_ADMIN = "admin"
 
 
 def project_root() -> Path:
@@ -79,6 +84,9 @@ class Settings:
     ui_port: int = 8501
     live_rate: float = 20.0
     online_port: int = 8600
+    # True when `security` holds a principal of the secure local cluster, read from its
+    # credentials file (so `to_env` passes on the principal's name, never its password).
+    local_secure: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,7 +125,7 @@ class Settings:
                 f"RTML_UI_ADDRESS={ui_address!r} is not an IP address: leave it unset (127.0.0.1); "
                 "only a container sets 0.0.0.0."
             ) from None
-        return cls(
+        settings = cls(
             home=home,
             cluster_name=name,
             bootstrap_servers=bootstrap,
@@ -135,6 +143,13 @@ class Settings:
             live_rate=_rate(env, "RTML_LIVE_RATE", 20.0, 100_000.0),
             online_port=_int(env, "RTML_ONLINE_PORT", 8600, 1024, 65535),
         )
+        if (
+            settings.local
+            and "security.protocol" not in settings.security
+            and settings.credentials_file.is_file()
+        ):
+            return settings.as_principal(env.get("RTML_SASL_USERNAME") or LOCAL_ADMIN)
+        return settings
 
     @property
     def local(self) -> bool:
@@ -145,6 +160,18 @@ class Settings:
     def cluster_dir(self) -> Path:
         """Configs, data, logs and pid files of the local cluster."""
         return self.home / "clusters" / self.cluster_name
+
+    @property
+    def credentials_file(self) -> Path:
+        """The passwords of a local cluster started with --secure (mode 0600); that this
+        file exists is how every rtml command knows the cluster is secure."""
+        return self.cluster_dir / "security" / "credentials.json"
+
+    def as_principal(self, user: str = LOCAL_ADMIN) -> Settings:
+        """These settings logging in to the secure local cluster as `user`."""
+        return replace(
+            self, security=_local_security(self.credentials_file, user), local_secure=True
+        )
 
     @property
     def jar_cache(self) -> Path:
@@ -161,6 +188,7 @@ class Settings:
 
     @property
     def node_ids(self) -> list[int]:
+        """The ids of the local cluster's nodes: 1 to `nodes`."""
         return list(range(1, self.nodes + 1))
 
     @property
@@ -206,6 +234,10 @@ class Settings:
             "RTML_SASL_MECHANISM": self.security.get("sasl.mechanism"),
             **{var: self.security.get(key) for var, key in _SECURITY_VARS},
         }
+        if self.local_secure:
+            # Only the principal's name: the child reads the cluster's credentials file itself.
+            security_vars = ("RTML_SECURITY_PROTOCOL", "RTML_SASL_MECHANISM", "RTML_SASL_PASSWORD")
+            optional.update(dict.fromkeys(security_vars))
         env.update({k: v for k, v in optional.items() if v})
         return env
 
@@ -277,3 +309,25 @@ def _security(env: Mapping[str, str]) -> dict[str, str]:
             "SASL_PLAINTEXT: set RTML_SECURITY_PROTOCOL=SASL_SSL."
         )
     return conf
+
+
+def _local_security(path: Path, user: str) -> dict[str, str]:
+    """SCRAM client settings for `user` of the secure local cluster whose passwords are `path`."""
+    try:
+        passwords = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"The secure local cluster's credentials file {path} cannot be read ({exc}): "
+            "restore it, or wipe the cluster with `rtml cluster down --wipe`."
+        ) from None
+    if user not in passwords:
+        raise ConfigError(
+            f"RTML_SASL_USERNAME={user!r} is not a principal of the secure local cluster: "
+            f"use one of {', '.join(sorted(passwords))}."
+        )
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": LOCAL_MECHANISM,
+        "sasl.username": user,
+        "sasl.password": passwords[user],
+    }

@@ -129,6 +129,7 @@ class Exercise:
 
     @property
     def qualname(self) -> str:
+        """The exercise's name as the grader shows it: `weekN.module.name`."""
         return f"week{self.week}.{self.module}.{self.name}"
 
     @property

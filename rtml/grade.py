@@ -23,6 +23,8 @@ class GradeError(RtmlError):
 
 @dataclass(frozen=True)
 class Check:
+    """One grading check: which exercise, what it checks, and whether it passed."""
+
     exercise: str
     description: str
     passed: bool
@@ -31,15 +33,19 @@ class Check:
 
 @dataclass
 class GradeResult:
+    """Every check of one week's grading, for one implementation."""
+
     week: str
     impl: str
     checks: list[Check] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
+        """True when there were checks and all of them passed."""
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def render(self) -> str:
+        """The result as lines per exercise, for the terminal."""
         lines = [f"Grading {self.week} ({self.impl}/)"]
         current = None
         for c in self.checks:

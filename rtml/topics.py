@@ -41,6 +41,7 @@ class TopicSpec:
 
     @property
     def compacted(self) -> bool:
+        """True when the topic keeps the latest record per key."""
         return "compact" in self.configs.get("cleanup.policy", "delete")
 
     def for_cluster(self, nodes: int | None) -> TopicSpec:
@@ -184,6 +185,8 @@ def spec(name: str) -> TopicSpec:
 
 @dataclass(frozen=True)
 class TopicCheck:
+    """What `apply` found for one topic: created, ok, or drift with the problems."""
+
     name: str
     state: str  # "created", "ok" or "drift"
     problems: tuple[str, ...] = ()

@@ -38,6 +38,7 @@ class Trace:
     causation_id: str
 
     def headers(self) -> Headers:
+        """The trace as Kafka headers: message, correlation and causation ids."""
         return [
             (MESSAGE_ID, self.message_id.encode()),
             (CORRELATION_ID, self.correlation_id.encode()),

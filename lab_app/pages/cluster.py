@@ -25,11 +25,7 @@ st.caption(
     "restart it and watch the ISR fill again."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 @st.fragment

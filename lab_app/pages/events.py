@@ -45,11 +45,7 @@ st.caption(
     "its dead-letter queue, not lost, and a redrive sends it back to its origin once."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 @st.cache_resource

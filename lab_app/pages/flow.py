@@ -21,11 +21,7 @@ st.caption(
     "Kill a broker on the Cluster page: the rate dips while leaders move, then recovers."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 def _unreachable(exc: RtmlError) -> None:

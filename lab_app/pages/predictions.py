@@ -32,11 +32,7 @@ st.caption(
     "and recall always trail the scores."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 @st.fragment(run_every=2)

@@ -37,11 +37,7 @@ st.caption(
     "offset 0, it has the same content hash."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 def _said(key: str) -> None:

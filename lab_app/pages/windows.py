@@ -32,11 +32,7 @@ st.caption(
     "that window and counted by the feature app."
 )
 
-try:
-    cfg = settings()
-except RtmlError as exc:
-    st.error(str(exc))
-    st.stop()
+cfg = settings()
 
 
 @st.fragment(run_every=REFRESH_S)

@@ -73,6 +73,7 @@ class DecisionHandler:
         """Stateless: nothing to keep or forget."""
 
     def handle(self, msg: Message) -> list[Out]:
+        """The command a prediction causes (DECLINE, REVIEW), or nothing (APPROVE)."""
         found = command_for(decode_value(self.decode, msg.value()))
         if found is None:
             return []

@@ -98,6 +98,7 @@ class Delivery:
         self.delay_ms = max(0.0, delay_ms)
 
     def stop(self) -> None:
+        """Ask the consumer loop and the gateway worker to stop."""
         self._stop.set()
 
     def _gateway(self) -> None:

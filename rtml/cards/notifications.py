@@ -51,6 +51,7 @@ class SeenIds:
         return self._first(self.ids, message_id, self.window)
 
     def forget(self, message_id: str) -> None:
+        """Forget one id, so its message counts as new again (its batch was not committed)."""
         self.ids.pop(message_id, None)
 
 
@@ -85,12 +86,14 @@ class NotificationHandler:
         """The window of seen ids is kept across rebalances (ids are unique across cards)."""
 
     def finished(self, committed: bool) -> None:
+        """End of a batch: forget its ids if the batch was not committed, so a retry sends them."""
         if not committed:
             for message_id in self.batch:
                 self.seen.forget(message_id)
         self.batch.clear()
 
     def handle(self, msg: Message) -> list[Out]:
+        """A notification for a new `CardBlocked` or `AlertRaised` event; none for a duplicate."""
         event = decode_value(self.decode, msg.value())
         if not self.seen.first_time(event["event_id"]):
             self.duplicates += 1

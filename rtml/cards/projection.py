@@ -143,6 +143,7 @@ class ProjectionOptions:
     dead_letter: bool = True  # False: count poison only (a rebuild: the live run sent it)
 
     def path(self, settings: Settings) -> Path:
+        """The read model file: `db_path` if given, else the cluster's default."""
         return Path(self.db_path) if self.db_path is not None else default_db_path(settings)
 
 
@@ -186,14 +187,17 @@ class ProjectionStatus:
 
     @property
     def balanced(self) -> bool:
+        """True when every record read was applied, a duplicate, or dead-lettered."""
         return self.records == self.applied + self.duplicates + self.dlq
 
     def add(self, result: BatchResult) -> None:
+        """Add one batch's counts."""
         for name in STATS:
             setattr(self, name, getattr(self, name) + getattr(result, name))
         self.batches += 1
 
     def line(self) -> str:
+        """The counters as one line for logs and the CLI."""
         return (
             f"in {self.records:,}  applied {self.applied:,}  duplicates {self.duplicates:,}  "
             f"dlq {self.dlq:,}  batches {self.batches:,}"

@@ -114,4 +114,5 @@ class CardQueries:
         )
 
     def close(self) -> None:
+        """Close the reply consumer."""
         self.consumer.close()

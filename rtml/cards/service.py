@@ -150,6 +150,7 @@ class CardHandler:
         return self.pending.get(card_id) or self.cards.get(card_id) or CardState(card_id)
 
     def handle(self, msg: Message) -> list[Out]:
+        """Answer a query, or decide a command on its card's state and return the event."""
         if msg.topic() == QUERIES:
             return [answer(msg, self.state)]
         command = decode_value(self.decode, msg.value())
@@ -172,6 +173,7 @@ class CardHandler:
         ]
 
     def finished(self, committed: bool) -> None:
+        """End of a batch: keep the batch's new card states only if its transaction committed."""
         if committed:
             self.cards.update(self.pending)
         self.pending.clear()

@@ -26,6 +26,7 @@ class Java:
 
     @property
     def home(self) -> Path:
+        """The JDK's home folder (two levels above the `java` binary)."""
         return self.path.resolve().parent.parent
 
 

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
 from rtml.clients import admin, create_missing_topics, durable_producer
+from rtml.cluster import security
 from rtml.cluster.errors import ClusterError
 from rtml.cluster.jars import classpath, ensure_jars
 from rtml.cluster.java import Java, find_java
@@ -55,7 +56,11 @@ class LocalCluster:
             )
         self.settings = settings
         self.log = log
-        self.nodes = {n: Node(settings, n) for n in settings.node_ids}
+        if settings.credentials_file.is_file():
+            # A secure cluster: the manager's own clients (readiness, probe, status) are admin.
+            self._secure()
+        else:
+            self.nodes = {n: Node(settings, n) for n in settings.node_ids}
         self._java: Java | None = None
         self._jars: Path | None = None
 
@@ -63,12 +68,14 @@ class LocalCluster:
 
     @property
     def java(self) -> Java:
+        """The JDK that runs every node, found once."""
         if self._java is None:
             self._java = find_java(self.settings.java)
         return self._java
 
     @property
     def jars(self) -> Path:
+        """The folder of Kafka's jars, fetched from Maven Central on first use."""
         if self._jars is None:
             self._jars = ensure_jars(self.settings, self.java, log=self.log)
         return self._jars
@@ -82,7 +89,19 @@ class LocalCluster:
 
     @property
     def cluster_id_file(self) -> Path:
+        """Where the cluster id every node is formatted with is kept."""
         return self.settings.cluster_dir / "cluster.id"
+
+    @property
+    def secure(self) -> bool:
+        """True when the cluster was started with --secure (SASL/SCRAM logins and ACLs)."""
+        return self.settings.local_secure
+
+    def _secure(self) -> None:
+        """Switch to the secure profile: passwords exist, and every client is admin."""
+        security.ensure_credentials(self.settings)
+        self.settings = self.settings.as_principal()
+        self.nodes = {n: Node(self.settings, n) for n in self.settings.node_ids}
 
     def running(self) -> list[int]:
         """Ids of the nodes whose JVM is alive."""
@@ -90,10 +109,21 @@ class LocalCluster:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def up(self, timeout: float = 120.0, registry: bool = True) -> None:
+    def up(self, timeout: float = 120.0, registry: bool = True, secure: bool = False) -> None:
         """Format (first time) and start every node, wait until the cluster takes writes, then
-        start the schema registry (unless `registry` is False or an external one is set)."""
+        start the schema registry (unless `registry` is False or an external one is set).
+
+        `secure` starts a new cluster with the secure profile (rtml.cluster.security); a
+        cluster started so stays secure at every later start, with or without the flag."""
         started = time.monotonic()
+        if secure and not self.secure:
+            if any(node.formatted for node in self.nodes.values()):
+                raise ClusterError(
+                    f"Cluster {self.settings.cluster_name} was formatted without --secure and "
+                    "its logins are fixed at format time: wipe it first with "
+                    "`rtml cluster down --wipe`, or start it without --secure."
+                )
+            self._secure()
         to_start = [n for n, node in self.nodes.items() if not node.process.alive()]
         self._check_ports(to_start)
         cluster_id = self._cluster_id()
@@ -105,12 +135,15 @@ class LocalCluster:
         for n in to_start:
             self._start(self.nodes[n])
         self.wait_ready(timeout)
+        if self.secure:
+            security.apply(self.settings, log=self.log)
         self.ensure_probe()
         if registry and not self.settings.schema_registry_url:
             Registry(self.settings, log=self.log).up()
         self.log(
             f"Cluster up in {time.monotonic() - started:.1f} s: {len(self.nodes)} nodes at "
-            f"{self.settings.bootstrap}\n  schema registry: {self.settings.registry_url}"
+            f"{self.settings.bootstrap}{' (secure: SASL/SCRAM and ACLs)' if self.secure else ''}"
+            f"\n  schema registry: {self.settings.registry_url}"
             f"\n  data and logs: {self.settings.cluster_dir}/node-N/"
             "{data,logs}\n  stop it with: rtml cluster down"
         )
@@ -293,14 +326,19 @@ class LocalCluster:
             "-c",
             str(node.config_file),
             "--ignore-formatted",
+            *(
+                security.format_args(security.read_credentials(self.settings))
+                if self.secure
+                else ()
+            ),
             heap=False,
         )
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ClusterError(
-                f"Formatting node {node.node_id}'s storage failed: "
-                f"{(result.stdout + result.stderr).strip()[-800:]}"
-            )
+            output = (result.stdout + result.stderr).strip()[-800:]
+            for password in security.read_credentials(self.settings).values():
+                output = output.replace(password, "***")
+            raise ClusterError(f"Formatting node {node.node_id}'s storage failed: {output}")
 
     def _start(self, node: Node) -> None:
         cmd = self._java_cmd(node, "kafka.Kafka", str(node.config_file))

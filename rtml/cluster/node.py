@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtml.cluster import security
 from rtml.cluster.process import OwnedProcess
-from rtml.config import Settings
+from rtml.config import LOCAL_ADMIN, Settings
 
 LOG4J2 = """\
 status = warn
@@ -62,14 +63,17 @@ class Node:
 
     @property
     def dir(self) -> Path:
+        """This node's folder: data, logs, config and pid file."""
         return self.settings.cluster_dir / f"node-{self.node_id}"
 
     @property
     def data_dir(self) -> Path:
+        """The node's log directory (Kafka's `log.dirs`)."""
         return self.dir / "data"
 
     @property
     def config_file(self) -> Path:
+        """The node's `server.properties`."""
         return self.dir / "server.properties"
 
     @property
@@ -84,22 +88,27 @@ class Node:
 
     @property
     def broker_port(self) -> int:
+        """The port clients connect to."""
         return self.settings.broker_port(self.node_id)
 
     @property
     def controller_port(self) -> int:
+        """The port of the node's KRaft controller listener."""
         return self.settings.controller_port(self.node_id)
 
     @property
     def process(self) -> OwnedProcess:
+        """The node's JVM, tracked by its pid file and its config path on the command line."""
         # The config path is unique per cluster and node, so it identifies our JVM.
         return OwnedProcess(self.dir / "node.pid", marker=str(self.config_file))
 
     @property
     def formatted(self) -> bool:
+        """True once the storage tool has formatted the data folder."""
         return (self.data_dir / "meta.properties").is_file()
 
     def properties(self) -> dict[str, str]:
+        """The node's `server.properties`: combined broker and controller, cluster defaults."""
         s = self.settings
         voters = ",".join(f"{n}@127.0.0.1:{s.controller_port(n)}" for n in s.node_ids)
         props = {
@@ -116,17 +125,28 @@ class Node:
             "log.dirs": str(self.data_dir),
         }
         props.update(broker_defaults(s.nodes))
+        if s.local_secure:
+            passwords = security.read_credentials(s)
+            props.update(
+                security.broker_properties(
+                    self.broker_port, self.controller_port, passwords[LOCAL_ADMIN]
+                )
+            )
         return props
 
     def write_config(self) -> None:
         """Write server.properties and the log4j2 configuration for this node."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"{k}={v}" for k, v in self.properties().items()]
-        self.config_file.write_text(
+        text = (
             "# Written by `rtml cluster up`; edits are overwritten at the next start.\n"
             + "\n".join(lines)
             + "\n"
         )
+        if self.settings.local_secure:
+            security.write_private(self.config_file, text)  # it holds the admin's password
+        else:
+            self.config_file.write_text(text)
         (self.dir / "log4j2.properties").write_text(LOG4J2.format(log=self.log_file))
 
     def quorum_state(self) -> dict | None:

@@ -84,10 +84,12 @@ class OwnedProcess:
 
     @property
     def pid(self) -> int | None:
+        """The pid of the owned process, or None when it is not running."""
         proc = self.process()
         return proc.pid if proc else None
 
     def alive(self) -> bool:
+        """True when the process recorded in the pid file runs and is ours."""
         return self.process() is not None
 
     def signal(self, sig: int) -> bool:
@@ -125,4 +127,5 @@ class OwnedProcess:
         return sent
 
     def forget(self) -> None:
+        """Delete the pid file (the process is gone)."""
         self.pid_file.unlink(missing_ok=True)

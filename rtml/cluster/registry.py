@@ -21,6 +21,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from rtml.clients import create_missing_topics
+from rtml.cluster import security
 from rtml.cluster.errors import ClusterError
 from rtml.cluster.jars import ensure_registry
 from rtml.cluster.java import find_java
@@ -35,6 +36,8 @@ _SENTINEL_SCHEMA = json.dumps({"type": "record", "name": "Sentinel", "fields": [
 
 @dataclass(frozen=True)
 class RegistryStatus:
+    """Whether the schema registry answers, and how many subjects it holds."""
+
     url: str
     up: bool
     subjects: int = 0
@@ -61,10 +64,12 @@ class Registry:
 
     @property
     def process(self) -> OwnedProcess:
+        """The registry's JVM, tracked by its pid file and a marker on its command line."""
         return OwnedProcess(self.dir / "registry.pid", marker=f"-Drtml.registry.dir={self.dir}")
 
     @property
     def log_file(self) -> Path:
+        """The registry's console log."""
         return self.dir / "registry.log"
 
     def up(self, timeout: float = 180.0) -> None:
@@ -75,6 +80,12 @@ class Registry:
             home = ensure_registry(self.settings, java, log=self.log)
             self._ensure_topics()
             self.dir.mkdir(parents=True, exist_ok=True)
+            if self.settings.local_secure:
+                password = security.read_credentials(self.settings)[security.REGISTRY]
+                security.write_private(
+                    self.dir / "config" / "application.properties",
+                    security.registry_properties(password),
+                )
             cmd = [
                 str(java.path),
                 "-Xms128m",
@@ -103,9 +114,11 @@ class Registry:
         self.log(f"Schema registry up in {time.monotonic() - started:.1f} s.")
 
     def down(self) -> None:
+        """Stop the registry (SIGTERM, then SIGKILL after 30 s)."""
         self.process.stop(timeout=30)
 
     def status(self) -> RegistryStatus:
+        """Ask the registry for its subjects: up or not, with a sentence when not."""
         url = self.settings.registry_url
         try:
             subjects = self._client(timeout=3).get_subjects()

@@ -18,6 +18,8 @@ from rtml.config import Settings
 
 @dataclass(frozen=True)
 class BrokerState:
+    """One broker: its id, address, whether it answers, and its pid when local."""
+
     node_id: int
     address: str
     up: bool
@@ -26,6 +28,8 @@ class BrokerState:
 
 @dataclass(frozen=True)
 class PartitionState:
+    """One partition: its leader, replicas and in-sync replicas."""
+
     topic: str
     partition: int
     leader: int
@@ -34,10 +38,12 @@ class PartitionState:
 
     @property
     def under_replicated(self) -> bool:
+        """True when fewer replicas are in sync than assigned."""
         return len(self.isr) < len(self.replicas)
 
     @property
     def offline(self) -> bool:
+        """True when the partition has no leader."""
         return self.leader < 0
 
 
@@ -54,18 +60,22 @@ class ClusterStatus:
 
     @property
     def brokers_up(self) -> int:
+        """How many brokers answer."""
         return sum(b.up for b in self.brokers)
 
     @property
     def topics(self) -> list[str]:
+        """The topics of the partitions shown, sorted."""
         return sorted({p.topic for p in self.partitions})
 
     @property
     def under_replicated(self) -> int:
+        """How many partitions are under-replicated."""
         return sum(p.under_replicated for p in self.partitions)
 
     @property
     def offline(self) -> int:
+        """How many partitions have no leader."""
         return sum(p.offline for p in self.partitions)
 
     def not_in_isr(self, node_id: int) -> list[PartitionState]:
@@ -73,6 +83,7 @@ class ClusterStatus:
         return [p for p in self.partitions if node_id in p.replicas and node_id not in p.isr]
 
     def led_by(self, node_id: int) -> list[PartitionState]:
+        """The partitions `node_id` leads."""
         return [p for p in self.partitions if p.leader == node_id]
 
     def render(self) -> str:

@@ -60,6 +60,7 @@ ISO_MILLIS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
 def connect_dir(settings: Settings) -> Path:
+    """The folder of the Connect worker and its reference files."""
     return settings.cluster_dir / "connect"
 
 
@@ -234,6 +235,7 @@ class Definition:
     build: Callable[[Settings, str], dict[str, str]]
 
     def config(self, settings: Settings) -> dict[str, str]:
+        """The connector's configuration for this cluster."""
         return self.build(settings, self.topic)
 
 

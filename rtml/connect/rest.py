@@ -67,6 +67,7 @@ class ConnectClient:
         return self._call("POST", "/connectors", json=body)
 
     def config(self, name: str) -> dict[str, str]:
+        """A connector's configuration, as the worker holds it."""
         return self._call("GET", f"/connectors/{_name(name)}/config")
 
     def status(self, name: str) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class ConnectClient:
         return self._call("GET", f"/connectors/{_name(name)}/status")
 
     def pause(self, name: str) -> None:
+        """Pause a connector: its tasks stop, its offsets are kept."""
         self._call("PUT", f"/connectors/{_name(name)}/pause")
 
     def resume(self, name: str) -> None:

@@ -52,6 +52,8 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WorkerStatus:
+    """Whether the Connect worker answers, its version and its connectors."""
+
     url: str
     up: bool
     version: str = ""
@@ -133,10 +135,12 @@ class Worker:
 
     @property
     def process(self) -> OwnedProcess:
+        """The worker's JVM, tracked by its pid file and a marker on its command line."""
         return OwnedProcess(self.dir / "connect.pid", marker=f"-Drtml.connect.dir={self.dir}")
 
     @property
     def config_file(self) -> Path:
+        """The worker's `worker.properties`."""
         return self.dir / "worker.properties"
 
     @property
@@ -151,6 +155,7 @@ class Worker:
 
     @property
     def client(self) -> ConnectClient:
+        """A REST client for this worker."""
         return ConnectClient(self.settings.connect_url)
 
     def up(self, timeout: float = 180.0) -> None:
@@ -215,6 +220,7 @@ class Worker:
         )
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last `lines` lines of the worker's console and log files, for error messages."""
         out: list[str] = []
         for path in (self.console_file, self.log_file):
             if path.is_file():

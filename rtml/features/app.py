@@ -109,6 +109,7 @@ class FeatureStats:
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
+        """The counters and the features rate as one progress line."""
         rate = self.produced / max(time.monotonic() - self.started, 1e-9)
         return (
             f"in {self.consumed:,}  features {self.produced:,}  dlq {self.dlq:,}  "
@@ -268,10 +269,12 @@ class FeatureApp:
             log.info("features stopped: %s", self.stats.line())
 
     def stop(self) -> None:
+        """Stop the Quix application (it commits and closes)."""
         self.app.stop()
 
     @property
     def commit_interval(self) -> float:
+        """Seconds between commits: the option, else 0.1 under exactly-once and 1 otherwise."""
         if self.options.commit_interval is not None:
             return self.options.commit_interval
         return 0.1 if self.options.guarantee == "exactly-once" else 1.0

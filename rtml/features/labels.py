@@ -114,6 +114,7 @@ class LabelTable:
         }
 
     def close(self) -> None:
+        """Close the labels consumer."""
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None

@@ -114,6 +114,7 @@ class FeatureRun:
 
     @property
     def running(self) -> bool:
+        """True while the child process runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:

@@ -64,15 +64,19 @@ class DistinctValues(Aggregator):
         self._result = exercise("distinct_result")
 
     def initialize(self) -> list:
+        """The empty aggregate (the exercise `distinct_initialize`)."""
         return self._initialize()
 
     def agg(self, old: list, new: Any, timestamp: int) -> list:
+        """Add one record's value (the exercise `distinct_agg`)."""
         return self._agg(old, new.get(self.column) if self.column else new)
 
     def result(self, value: list) -> int:
+        """The window's result: the number of distinct values (`distinct_result`)."""
         return self._result(value)
 
     def merge(self, a: list, b: list) -> list:
+        """Merge two partial aggregates (the exercise `distinct_merge`)."""
         return self._merge(a, b)
 
 
@@ -83,6 +87,7 @@ class WindowStats:
         self.late = 0
 
     def on_late(self, value: Any, key: Any, timestamp_ms: int, late_by_ms: int, *args: Any) -> bool:
+        """Quix's late-record callback: count the record, skip Quix's own log line."""
         self.late += 1
         return False  # counted here; Quix need not log each one
 

@@ -410,6 +410,7 @@ class Evaluation:
 
     @property
     def score_drift(self) -> str:
+        """The drift level of the scores' PSI (stable, moderate, major)."""
         return drift_level(self.score_psi)
 
 

@@ -61,6 +61,7 @@ class Split:
         return (t >= self.train_start_ms) & (t < self.train_end_ms) & known
 
     def test_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """The rows of `frame` whose event time falls in the test window."""
         t = frame["event_time_ms"].to_numpy()
         return (t >= self.test_start_ms) & (t < self.test_end_ms)
 

@@ -128,10 +128,12 @@ class Scorer:
 
     @property
     def version(self) -> str:
+        """The version id of the loaded model."""
         return self.update.version
 
     @property
     def features(self) -> tuple[str, ...]:
+        """The features the model takes, in order."""
         return self.update.features
 
     @classmethod

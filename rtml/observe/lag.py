@@ -158,6 +158,7 @@ class LagSnapshot:
 
     @property
     def total_lag(self) -> int:
+        """The group's lag summed over its partitions."""
         return sum(p.lag for p in self.partitions)
 
     def reached(self, topic: str, offsets: Mapping[int, int]) -> bool:
@@ -191,10 +192,12 @@ class LagReport:
 
     @property
     def status(self) -> Status:
+        """The group's verdict: its worst partition's."""
         return group_status(p.status for p in self.partitions)
 
     @property
     def total_lag(self) -> int:
+        """The group's lag at the last sample, summed over its partitions."""
         return sum(p.lag.lag for p in self.partitions)
 
 

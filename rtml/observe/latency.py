@@ -111,6 +111,7 @@ class Histogram:
 
     @property
     def count(self) -> int:
+        """Values recorded within the range."""
         return self.hdr.get_total_count()
 
     def percentile_ms(self, percentile: float) -> float:
@@ -120,6 +121,7 @@ class Histogram:
         return self.hdr.get_value_at_percentile(percentile) / 1000
 
     def max_ms(self) -> float:
+        """The largest value recorded, in ms (NaN when empty)."""
         return self.hdr.get_max_value() / 1000 if self.count else math.nan
 
     def buckets(self) -> pd.DataFrame:
@@ -136,6 +138,7 @@ class Histogram:
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Histogram:
+        """A histogram from `encode`'s form."""
         out = cls()
         out.hdr.add(HdrHistogram.decode(data["hdr"]))
         out.below, out.above = int(data["below"]), int(data["above"])
@@ -197,6 +200,7 @@ class LatencySnapshot:
         return LatencySnapshot(merged, min(starts) if starts else None, max(ends) if ends else None)
 
     def to_json(self) -> str:
+        """The snapshot as JSON, histograms compressed."""
         return json.dumps(
             {
                 "start_ms": self.start_ms,
@@ -207,6 +211,7 @@ class LatencySnapshot:
 
     @classmethod
     def from_json(cls, text: str) -> LatencySnapshot:
+        """A snapshot from `to_json`'s text."""
         data = json.loads(text)
         return cls(
             {name: Histogram.decode(data["histograms"][name]) for name in MEASURES},
@@ -224,6 +229,7 @@ class LatencySnapshot:
 
     @classmethod
     def read(cls, path: Path) -> LatencySnapshot:
+        """The snapshot written at `path`, or a LatencyError saying nobody writes it."""
         try:
             return cls.from_json(path.read_text())
         except FileNotFoundError:

@@ -45,6 +45,7 @@ class RtmlCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
+        """The metrics of this scrape, read from the cluster and the status files now."""
         up = GaugeMetricFamily("rtml_cluster_up", "1 when the cluster answered this scrape")
         try:
             totals = end_offsets(

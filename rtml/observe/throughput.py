@@ -135,6 +135,7 @@ class ThroughputTracker:
 
     @property
     def samples(self) -> list[OffsetSample]:
+        """The samples kept, oldest first."""
         return list(self._samples)
 
     def latest(self) -> dict[str, float]:

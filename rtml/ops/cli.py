@@ -1,4 +1,5 @@
-"""`rtml dlq list|show|redrive` and `rtml replay reset|show`: operator tools, printed."""
+"""`rtml dlq list|show|redrive` and `rtml replay reset|show|sandbox|compare`: operator tools,
+printed."""
 
 from __future__ import annotations
 
@@ -136,8 +137,37 @@ def _render_group(g: GroupView) -> str:
     return "\n".join(lines)
 
 
+def _replay_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm.auto import tqdm
+
+    from rtml.ops.sandbox import run
+
+    with tqdm(unit=" records", desc=f"sandbox {args.name}", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = run(settings, args.version, args.name, args.replace, progress)
+    print(result.sentence())
+    return 0
+
+
+def _replay_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.ops.sandbox import compare
+
+    result = compare(settings, args.first, args.second)
+    print(result.table.to_string())
+    print()
+    print("Decisions, first run (rows) against second (columns):")
+    print(result.moves.to_string())
+    if result.identical:
+        print("Identical: every transaction got the same score, decision and model version.")
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    """Add `rtml dlq list|show|redrive` and `rtml replay reset|show`."""
+    """Add `rtml dlq list|show|redrive` and `rtml replay reset|show|sandbox|compare`."""
     dlq = sub.add_parser(
         "dlq",
         help="dead-letter queues: what they hold, each record, redrive",
@@ -224,3 +254,28 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     group.add_argument("group", help="the consumer group")
     group.set_defaults(func=_replay_show)
+    sandbox = replay_actions.add_parser(
+        "sandbox",
+        help="score all features so far with one saved model into a sandbox topic",
+        description="Replay the features topic from offset 0 (no consumer group: the lab is "
+        "not touched) through saved model VERSION (`rtml model list`) with the prediction "
+        "service's own scoring code, into predictions.sandbox-NAME. Compare two sandboxes, "
+        "or a sandbox and the live predictions, with `rtml replay compare`.",
+    )
+    sandbox.add_argument("version", help="a saved model version, e.g. v0002")
+    sandbox.add_argument("name", help="the sandbox's name (lower-case letters, digits, - and _)")
+    sandbox.add_argument(
+        "--replace", action="store_true", help="delete the sandbox's topic first if it exists"
+    )
+    sandbox.add_argument("--quiet", action="store_true", help="no progress bar")
+    sandbox.set_defaults(func=_replay_sandbox)
+    compare = replay_actions.add_parser(
+        "compare",
+        help="two prediction runs side by side, with the labels so far",
+        description="Compare two sandboxes (or a sandbox and `predictions`) transaction by "
+        "transaction: decisions, agreement, score differences, and precision, recall and "
+        "average precision on the transactions labelled so far.",
+    )
+    compare.add_argument("first", help="a sandbox name, or predictions")
+    compare.add_argument("second", help="a sandbox name, or predictions")
+    compare.set_defaults(func=_replay_compare)

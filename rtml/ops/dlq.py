@@ -115,6 +115,7 @@ class RedriveReport:
     items: tuple[RedriveItem, ...]
 
     def count(self, action: str) -> int:
+        """How many items got `action` (sent, skipped, ...)."""
         return sum(1 for item in self.items if item.action == action)
 
 
@@ -147,6 +148,7 @@ class Redriven:
 
     @property
     def metadata(self) -> str:
+        """The ranges as the commit metadata string: `a-b` or `a`, comma separated."""
         return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.ranges)
 
     def add(self, done: Iterable[int], records: Sequence[int]) -> Redriven:

@@ -38,9 +38,11 @@ class RebalanceLog:
     events: list[tuple[float, str, list[int]]] = field(default_factory=list)
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Record the partitions this member was given."""
         self.events.append((time.time(), "assigned", sorted(p.partition for p in partitions)))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Record the partitions this member lost."""
         self.events.append((time.time(), "revoked", sorted(p.partition for p in partitions)))
 
     @property
@@ -272,6 +274,7 @@ class Backpressure:
     pauses: int = 0
 
     def update(self, consumer: Consumer, buffered: int) -> None:
+        """Pause the assignment at `high` buffered records, resume it at `low`."""
         if not self.paused and buffered >= self.high:
             consumer.pause(consumer.assignment())
             self.paused = True

@@ -54,6 +54,7 @@ class ProducerRun:
 
     @property
     def mb_per_s(self) -> float:
+        """Payload megabytes (10^6 bytes) per second."""
         return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
 
     def latency(self, q: float) -> float:
@@ -61,6 +62,7 @@ class ProducerRun:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
     def summary(self) -> dict[str, object]:
+        """The run's figures as a dict, one table row in the notebook."""
         return {
             "profile": self.profile,
             "records": self.records,

@@ -105,6 +105,7 @@ class WireDeserializer:
 
     @classmethod
     def for_topic(cls, settings: Settings, topic: str) -> WireDeserializer:
+        """A deserializer that reads `topic`'s records into its current schema."""
         return cls(registry_client(settings), load_schema(SCHEMAS[topic]))
 
     def __call__(self, data: bytes | None) -> dict[str, Any]:

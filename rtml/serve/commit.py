@@ -53,6 +53,7 @@ class Batch:
 
     @property
     def records(self) -> int:
+        """Records the batch consumed: predictions plus dead letters."""
         return self.predictions + self.dlq
 
     def delivered(self, err: KafkaError | None, msg: Message) -> None:
@@ -118,6 +119,7 @@ class AtLeastOnce:
         self._commit_now(partitions)
 
     def close(self) -> None:
+        """Wait for every acknowledgement, then commit what was acknowledged."""
         self.settle(block=True)
         self._commit_now(self.consumer.assignment())
 
@@ -152,6 +154,7 @@ class ExactlyOnce:
             ) from exc
 
     def begin(self) -> None:
+        """Open the batch's Kafka transaction."""
         self.producer.begin_transaction()
 
     def end(self, batch: Batch) -> None:
@@ -177,12 +180,14 @@ class ExactlyOnce:
         self.on_durable(batch)
 
     def settle(self, block: bool = False) -> None:
+        """Serve delivery reports; the transaction's commit does the waiting."""
         self.producer.poll(0)
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Nothing is pending between batches: each committed its offsets itself."""
 
     def close(self) -> None:
+        """Flush what is left of the producer."""
         self.producer.flush(30)
 
     def _commit(self) -> None:

@@ -94,9 +94,11 @@ class LatestModel(threading.Thread):
         self.caught_up = threading.Event()
 
     def current(self) -> Scorer | None:
+        """The scorer in service now, or None before any version loaded."""
         return self.scorer
 
     def run(self) -> None:
+        """Follow `model-updates` until stopped; an error is kept for `/health`."""
         try:
             self._run()
         except Exception as exc:  # kept for /health; the thread ends
@@ -142,6 +144,7 @@ class LatestModel(threading.Thread):
             log.warning("Kept the previous model: %s", exc)
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop following and wait for the thread."""
         self.halt.set()
         self.join(timeout)
 
@@ -327,6 +330,7 @@ class Latency:
     server_p99: float
 
     def line(self) -> str:
+        """The percentiles as one line."""
         return (
             f"{self.n} requests: p50 {self.p50:.2f} ms, p95 {self.p95:.2f} ms, "
             f"p99 {self.p99:.2f} ms, max {self.max:.2f} ms (in the server: p50 "

@@ -121,6 +121,7 @@ class ModelWatcher:
         return newest
 
     def close(self) -> None:
+        """Stop loading, flush refusals to `serve.dlq`, close the consumer."""
         self.loader.shutdown(wait=True, cancel_futures=True)
         self.producer.flush(30)
         self.consumer.close()

@@ -52,6 +52,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from rtml.clients import admin
 from rtml.config import Settings
+from rtml.contracts import ScoreBatch
 from rtml.dlq import dlq_topic, merge_headers, origin_headers
 from rtml.impl import exercise
 from rtml.model.update import TOPIC as MODEL_TOPIC
@@ -102,6 +103,47 @@ def check_topics(settings: Settings) -> None:
         )
 
 
+def score_records(
+    scorer: Scorer, records: list[dict[str, Any]], score_batch: ScoreBatch
+) -> tuple[np.ndarray, np.ndarray, list[str | None], str | None]:
+    """Scores, decisions and review reasons of `records` with one model call, and why the
+    model failed on the batch (None if it did not). The service and a sandbox replay
+    (`rtml.ops.sandbox`) both score through here, so both decide alike."""
+    reasons = validate.problems(records, scorer.features)
+    scores = np.full(len(records), np.nan)
+    valid = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+    failure = None
+    if valid.any():
+        rows = decode_features(records, scorer.features)
+        try:
+            # One model call for the valid rows: a week 3 exercise (RTML_IMPL=labs).
+            scores = score_batch(scorer.score, rows, valid)
+        except Exception as exc:  # onnxruntime's errors are untyped; nothing is dropped
+            failure = f"the model failed on this batch: {type(exc).__name__}: {exc}"
+            log.error("Model %s: %s; the batch gets REVIEW.", scorer.version, failure)
+            reasons = [r or failure for r in reasons]
+    scores, decisions = validate.outcomes(scorer.update, scores, reasons)
+    return scores, decisions, reasons, failure
+
+
+def prediction(
+    record: dict[str, Any], score: float, decision: str, version: str, appended: int, now: int
+) -> dict[str, Any]:
+    """The prediction record of one features record: what it scored, with its timestamps."""
+    return {
+        "transaction_id": record["transaction_id"],
+        "customer_id": record["customer_id"],
+        "terminal_id": record["terminal_id"],
+        "score": float(score),
+        "decision": decision,
+        "model_version": version,
+        "tx_datetime": record["tx_datetime"],
+        "appended_time": appended,
+        "feature_time": record["feature_time"],
+        "predicted_time": now,
+    }
+
+
 class PredictionService:
     """One instance of the service in its consumer group; `run` until `stop`."""
 
@@ -127,6 +169,7 @@ class PredictionService:
 
     @property
     def exactly_once(self) -> bool:
+        """True when each batch is one Kafka transaction."""
         return self.options.guarantee == "exactly-once"
 
     def stop(self) -> None:
@@ -265,18 +308,7 @@ class PredictionService:
                 PREDICTIONS,
                 key=str(record["transaction_id"]).encode(),
                 value=self.encode(
-                    {
-                        "transaction_id": record["transaction_id"],
-                        "customer_id": record["customer_id"],
-                        "terminal_id": record["terminal_id"],
-                        "score": float(score),
-                        "decision": decision,
-                        "model_version": scorer.version,
-                        "tx_datetime": record["tx_datetime"],
-                        "appended_time": msg.timestamp()[1],
-                        "feature_time": record["feature_time"],
-                        "predicted_time": now,
-                    }
+                    prediction(record, score, decision, scorer.version, msg.timestamp()[1], now)
                 ),
                 headers=[(REVIEW_HEADER, reason.encode())] if reason else None,
                 on_delivery=batch.delivered,
@@ -295,21 +327,9 @@ class PredictionService:
     def _score(
         self, scorer: Scorer, records: list[dict[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-        """Scores, decisions and review reasons of `records`, with one model call."""
-        reasons = validate.problems(records, scorer.features)
-        scores = np.full(len(records), np.nan)
-        valid = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
-        if valid.any():
-            rows = decode_features(records, scorer.features)
-            try:
-                # One model call for the valid rows: a week 3 exercise (RTML_IMPL=labs).
-                scores = self.score_batch(scorer.score, rows, valid)
-            except Exception as exc:  # onnxruntime's errors are untyped; nothing is dropped
-                reason = f"the model failed on this batch: {type(exc).__name__}: {exc}"
-                self.status.last_error = reason
-                log.error("Model %s: %s; the batch gets REVIEW.", scorer.version, reason)
-                reasons = [r or reason for r in reasons]
-        scores, decisions = validate.outcomes(scorer.update, scores, reasons)
+        scores, decisions, reasons, failure = score_records(scorer, records, self.score_batch)
+        if failure is not None:
+            self.status.last_error = failure
         return scores, decisions, reasons
 
     def _origin(self, msg: Message, exc: Exception) -> list[tuple[str, bytes]]:

@@ -45,6 +45,7 @@ class ServeStatus:
 
     @property
     def mean_batch(self) -> float:
+        """Records per batch, on average."""
         return self.records / self.batches if self.batches else 0.0
 
     @property
@@ -53,6 +54,7 @@ class ServeStatus:
         return self.state == "stopped" or time.time() - self.updated > STALE_AFTER_S
 
     def line(self) -> str:
+        """The status as one line for `rtml serve status`."""
         return (
             f"model {self.model_version or '-'}  in {self.records:,}  "
             f"predictions {self.predictions:,} (reviewed {self.reviewed:,})  dlq {self.dlq:,}  "
@@ -68,13 +70,16 @@ class BatchTimes:
         self.times: deque[float] = deque(maxlen=keep)
 
     def add(self, ms: float) -> None:
+        """Record one batch's time in ms."""
         self.times.append(ms)
 
     def p99(self) -> float:
+        """The 99th percentile of the recent batch times, in ms."""
         return float(np.percentile(self.times, 99)) if self.times else 0.0
 
 
 def status_dir(settings: Settings) -> Path:
+    """The folder where prediction service instances write their status files."""
     return settings.cluster_dir / "serve"
 
 

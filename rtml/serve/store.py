@@ -170,6 +170,7 @@ class OnlineStore:
             self._lock_file = _writer_lock(self.path)
 
     def unlock(self) -> None:
+        """Release the writer lock."""
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -563,6 +564,7 @@ class Follower(threading.Thread):
             raise
 
     def run(self) -> None:
+        """Follow `features` into the store until stopped; an error is kept for `/health`."""
         try:
             self._run()
         except Exception as exc:  # keep the reason for /health; the thread ends

@@ -46,12 +46,15 @@ class Service:
         return "rtml " + " ".join(self.args(settings)[:2])
 
     def dir(self, settings: Settings) -> Path:
+        """The service's folder: its pid file and log."""
         return settings.cluster_dir / "services" / self.name
 
     def log_file(self, settings: Settings) -> Path:
+        """The service's log."""
         return self.dir(settings) / f"{self.name}.log"
 
     def process(self, settings: Settings) -> OwnedProcess:
+        """The service's process, tracked by its pid file and a marker on its command line."""
         return OwnedProcess(self.dir(settings) / f"{self.name}.pid", self.marker(settings))
 
 

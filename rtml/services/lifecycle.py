@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from rtml.clients import admin
 from rtml.cluster.process import OwnedProcess
+from rtml.cluster.security import service_env
 from rtml.config import Settings, project_root
 from rtml.observe import no_broker
 from rtml.observe.throughput import ThroughputError, end_offsets
@@ -46,6 +47,7 @@ class ServiceStatus:
 
     @property
     def alive(self) -> bool:
+        """True when the service is running."""
         return self.state == "running"
 
 
@@ -144,6 +146,7 @@ def _start(settings: Settings, svc: Service, timeout: float, log: Log) -> None:
     # The child reads exactly these settings, whatever this process's environment says.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTML_")}
     env.update(settings.to_env())
+    env.update(service_env(settings, svc.name))  # a secure cluster: its own principal
     env["PYTHONUNBUFFERED"] = "1"  # its log shows each line when it is printed
     started = time.monotonic()
     pid = svc.process(settings).start(argv, log=log_file, cwd=project_root(), env=env)

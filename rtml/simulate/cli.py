@@ -115,6 +115,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _live(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.simulate import laps
     from rtml.simulate.producer import live, publish_reference
 
     sim = _simulate(args)
@@ -131,6 +132,9 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
         progress=not args.no_progress,
         label_delay=args.label_delay,
         labels=not args.no_labels,
+        # A restarted simulator continues with ids no earlier run on this cluster used.
+        first_lap=laps.next_free(settings),
+        on_lap=lambda lap: laps.mark_used(settings, lap),
     )
     return _finish(report)
 

@@ -355,13 +355,15 @@ def live(
     labels: bool = True,
     stop: threading.Event | None = None,
     first_lap: int = 0,
+    on_lap: Callable[[int], None] | None = None,
 ) -> ProduceReport:
     """Emit transactions at `rate` per second with now-time, until `duration` s, `stop` is
     set, or Ctrl-C.
 
     The simulated history supplies customers, terminals, amounts and frauds, in event-time
     order, looping when it runs out (each lap gets fresh transaction ids; `first_lap` lets a
-    later run continue with ids no earlier run used). `tx_datetime`
+    later run continue with ids no earlier run used, and `on_lap` is told each lap before its
+    first record: `rtml.simulate.laps`). `tx_datetime`
     and the record timestamp are the wall-clock time of sending; each label is sent
     `label_delay` seconds later. Labels not yet due when the run stops are counted in
     `labels_pending`, not sent early.
@@ -387,6 +389,7 @@ def live(
         pending,
         stop,
         first_lap,
+        on_lap,
     )
     report = _run(
         settings, [stream], total=None, desc="live", progress=progress, config=LIVE_CONFIG
@@ -405,6 +408,7 @@ def _live_messages(
     pending: deque[tuple[float, dict[str, Any]]],
     stop: threading.Event | None = None,
     first_lap: int = 0,
+    on_lap: Callable[[int], None] | None = None,
 ) -> Iterator[Message]:
     """Transactions paced at `rate` with now-time; labels released when their delay is over."""
     tx_ser, label_ser = serializers["transactions"], serializers.get("labels")
@@ -415,6 +419,8 @@ def _live_messages(
     deadline = None if duration is None else time.monotonic() + duration
     lap = first_lap
     while True:
+        if on_lap is not None:
+            on_lap(lap)
         for row in records(txs, columns, ("tx_fraud",)):
             bucket.take()
             now = time.monotonic()

@@ -192,3 +192,28 @@ def test_replay_page_refuses_a_running_group_and_rebuilds_the_projection(
     page.screenshot(path=str(shots / "replay.png"), full_page=True)
     assert (shots / "replay.png").stat().st_size > 10_000
 
+
+@pytest.mark.chaos
+def test_chaos_page_kills_a_leader_under_load_and_proves_nothing_was_lost(
+    control_room, page, local_cluster, shots
+):
+    page.goto(control_room)
+    page.get_by_role("link", name="Chaos").click()
+    expect(page.get_by_text("Run a scenario")).to_be_visible(timeout=60_000)
+    records = page.get_by_label("Records")
+    records.fill("20000")
+    records.press("Enter")
+    page.get_by_role("button", name="Run it").click()
+    # The timeline fills while it runs: the kill, then the cluster's reaction to it.
+    cells = page.locator("td[role=gridcell]")
+    expect(cells.filter(has_text=re.compile(r"SIGKILL")).first).to_be_attached(timeout=120_000)
+    expect(
+        page.get_by_text(re.compile(r"^Passed: 20,000 acknowledged, 0 lost, 0 duplicated"))
+    ).to_be_visible(timeout=300_000)
+    metric = page.get_by_test_id("stMetric")
+    expect(metric.filter(has_text="Lost")).to_contain_text(re.compile(r"Lost\s*0$"))
+    expect(metric.filter(has_text="Time to resume")).to_contain_text(re.compile(r"\d+\.\d\d s"))
+    assert get_status(local_cluster.settings).brokers_up == 3
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "chaos.png"), full_page=True)
+    assert (shots / "chaos.png").stat().st_size > 10_000

@@ -665,3 +665,42 @@ def test_events_and_replay_pages_on_a_stopped_cluster_say_how_to_start_it(
     assert any("rtml services up" in c.value for c in at.code)
     assert time.monotonic() - started < 15
 
+
+# --- Chaos ------------------------------------------------------------------------------------
+
+
+def test_chaos_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch, tmp_path, free_base):
+    monkeypatch.setenv("RTML_HOME", str(tmp_path))
+    monkeypatch.setenv("RTML_KAFKA_PORT", str(free_base))  # nothing listens there
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("pages/chaos.py").run()
+    assert not at.exception
+    assert "What to notice" in at.caption[0].value
+    assert len(at.error) == 1 and "rtml cluster up" in at.code[0].value
+    assert not [b for b in at.button if b.key == "chaos_run"]
+    assert "No scenario has run yet in this control room." in [c.value for c in at.caption]
+
+
+def test_chaos_page_offers_nothing_against_an_external_cluster(monkeypatch, tmp_path):
+    monkeypatch.setenv("RTML_HOME", str(tmp_path))
+    monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("pages/chaos.py").run()
+    assert not at.exception and not at.error
+    assert at.info[0].value.startswith("Scenarios kill processes of a local cluster rtml started")
+    assert not [b for b in at.button if b.key == "chaos_run"]
+
+
+def test_chaos_page_lists_every_scenario_with_its_default_size(lab_topics):
+    from rtml.chaos.scenarios import SCENARIOS
+
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/chaos.py").run()
+    assert not at.exception and not at.error
+    picker = at.selectbox(key="chaos_scenario")
+    assert picker.options == [f"{s.name}: {s.summary}" for s in SCENARIOS]
+    for s in [*SCENARIOS[1:], SCENARIOS[0]]:
+        at.selectbox(key="chaos_scenario").set_value(s.name).run()
+        assert not at.exception
+        assert at.number_input(key="chaos_records").value == s.records
+        assert at.number_input(key="chaos_rate").value == int(s.rate or 0)

@@ -17,6 +17,7 @@ from rtml import topics
 from rtml.config import project_root
 from rtml.schemas import SchemaError, avro_deserializer, avro_serializer, register_all
 from rtml.simulate import SimulationParams, simulate
+from rtml.simulate.laps import laps_file
 from rtml.simulate.params import MS_PER_DAY
 from rtml.simulate.producer import (
     ProduceError,
@@ -30,6 +31,7 @@ from rtml.topics import TopicError
 
 PARTITIONS = 6
 CLI_SIZES = ["--customers", "20", "--terminals", "50", "--days", "3"]
+LIVE_ONE_SECOND = ["--rate", "200", "--duration", "1", "--no-labels"]
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +304,26 @@ def test_cli_replay_prints_the_counts(settings):
         f"{expected:,} to transactions, {expected:,} to labels" in result.stdout
         and f"{2 * expected:,} acknowledged" in result.stdout
     )
+
+
+def test_a_restarted_live_simulator_never_reuses_a_transaction_id(settings):
+    """Killed and started again, the live simulator continues at the next free lap: its ids
+    are new, so downstream idempotent readers do not drop its records as duplicates."""
+    lap_file = laps_file(settings)
+    runs = []
+    for _ in range(2):
+        before = _ends(settings, "transactions")
+        result = subprocess.run(
+            [sys.executable, "-m", "rtml", "simulate", "live", *LIVE_ONE_SECOND, *CLI_SIZES],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=project_root(),
+        )
+        assert result.returncode == 0, result.stderr
+        txs = _read(settings, "transactions", before, _ends(settings, "transactions"))
+        runs.append({r["value"]["transaction_id"] for r in txs})
+        assert lap_file.is_file()
+    first, second = runs
+    assert first and second and not first & second
+    assert min(second) > max(first)
