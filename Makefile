@@ -73,6 +73,7 @@ bench: install  ## benchmarks -> docs/benchmarks.md (BENCH_ARGS=--quick for a sm
 	$(BIN)/python -m bench.producer $(BENCH_ARGS)
 	$(BIN)/python -m bench.features $(BENCH_ARGS)
 	$(BIN)/python -m bench.inference $(BENCH_ARGS)
+	$(BIN)/python -m bench.hop $(BENCH_ARGS)
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
 
 docs: install  ## build the documentation site into site/ (strict: broken links fail)
