@@ -9,6 +9,7 @@ from resources import admin_client, settings
 
 from rtml.cards.projection import default_db_path
 from rtml.cards.readmodel import ReadModel
+from rtml.config import project_root
 from rtml.errors import RtmlError
 from rtml.observe.events import (
     check_cluster,
@@ -128,7 +129,10 @@ def read_model() -> None:
         alerts[["occurred_at", "card_id", "transaction_id", "reason", "correlation_id"]],
         hide_index=True,
     )
-    st.caption(f"SQLite read model {model.path} · refreshes every 3 s")
+    # Shown from the checkout down, as a learner finds it (the whole path says little more).
+    root = project_root()
+    shown = model.path.relative_to(root) if model.path.is_relative_to(root) else model.path
+    st.caption(f"SQLite read model {shown} · refreshes every 3 s")
 
 
 @st.fragment(run_every=3)

@@ -181,7 +181,10 @@ def test_replay_page_refuses_a_running_group_and_rebuilds_the_projection(
     expect(page.get_by_text(re.compile(r"rtml-decisions.* has 1 active member"))).to_be_visible(
         timeout=60_000
     )
-    expect(page.get_by_role("button", name="Stop the decisions service")).to_be_visible()
+    # (the rest of the section follows the refusal once the services' status is read)
+    expect(page.get_by_role("button", name="Stop the decisions service")).to_be_visible(
+        timeout=60_000
+    )
     page.get_by_role("button", name="Rebuild and compare").click()
     expect(
         page.get_by_text(re.compile(r"^Equal: replaying card-events from offset 0"))
@@ -200,7 +203,7 @@ def test_chaos_page_kills_a_leader_under_load_and_proves_nothing_was_lost(
     page.goto(control_room)
     page.get_by_role("link", name="Chaos").click()
     expect(page.get_by_text("Run a scenario")).to_be_visible(timeout=60_000)
-    records = page.get_by_label("Records")
+    records = page.get_by_role("spinbutton", name="Records", exact=True)
     records.fill("20000")
     records.press("Enter")
     page.get_by_role("button", name="Run it").click()
