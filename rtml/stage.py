@@ -127,6 +127,10 @@ class StageOptions:
                 f"{self.retries} retries with a {self.backoff_ms:g} ms backoff is not possible: "
                 "use 0-10 retries and 0-60,000 ms."
             )
+        if not 0 <= self.commit_every_s <= 3600:
+            raise StageError(
+                f"Committing every {self.commit_every_s:g} s is not possible: use 0-3,600 s."
+            )
 
 
 @dataclass

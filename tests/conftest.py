@@ -78,14 +78,22 @@ def local_cluster(cluster_settings: Settings) -> Iterator[LocalCluster]:
     if not cluster_settings.local:
         pytest.skip("kills nodes, which needs the local cluster (RTML_BOOTSTRAP_SERVERS is set)")
     cluster = LocalCluster(cluster_settings)
+    # Whole before (a node an earlier test or the machine left down would make this test's
+    # kills mean something else) and whole again after.
+    _make_whole(cluster, cluster_settings)
     yield cluster
+    _make_whole(cluster, cluster_settings)
+
+
+def _make_whole(cluster: LocalCluster, settings: Settings) -> None:
+    """Restart every node that is not running and wait until every broker is registered."""
     for node_id in cluster.nodes:
         if not cluster.nodes[node_id].process.alive():
             cluster.restart(node_id)
     # A restarted broker registers again within a heartbeat or two; on a loaded machine the
     # controller may fence it once more first, so poll instead of asserting at once.
     until(
-        lambda: get_status(cluster_settings).brokers_up == len(cluster.nodes),
+        lambda: get_status(settings).brokers_up == len(cluster.nodes),
         120,
         "every broker to be registered again",
         interval=1.0,

@@ -52,6 +52,7 @@ def _stage(action: str, args: argparse.Namespace, settings: Settings) -> Stage:
             max_batch=args.max_batch,
             retries=args.retries,
             backoff_ms=args.backoff_ms,
+            commit_every_s=args.commit_every,
         ),
     )
 
@@ -196,6 +197,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
             type=float,
             default=50.0,
             help="wait before the first retry, doubled for each next one (default 50)",
+        )
+        run.add_argument(
+            "--commit-every",
+            type=float,
+            default=1.0,
+            metavar="SECONDS",
+            help="at-least-once only: seconds between offset commits (default 1); what was "
+            "handled since the last commit is handled again after a crash",
         )
         run.add_argument(
             "--report-every", type=float, default=10.0, help="seconds between progress lines"

@@ -43,6 +43,7 @@ from rtml.schemas.registry import SchemaError, register, registry_client
 
 PARTITIONS = 6
 BLOCKED_S = 5.0  # no acknowledgement for this long: writes are blocked
+PREFLIGHT_WAIT_S = 30.0  # for a broker that is coming back before a scenario starts
 READ_TIMEOUT_S = 120.0  # for the reader to see every acknowledged record once all is repaired
 
 
@@ -275,7 +276,19 @@ class _Run:
     # setting up and tearing down
 
     def preflight(self) -> None:
-        """Refuse to start unless every broker of the local cluster is up."""
+        """Refuse to start unless every broker of the local cluster is up. A broker that was
+        just restarted (or briefly fenced on a busy machine) is waited for, up to
+        PREFLIGHT_WAIT_S, before the scenario refuses."""
+        status = get_status(self.settings)
+        if not status.reachable:
+            raise ChaosError(status.message)
+
+        def whole() -> bool:
+            now = get_status(self.settings)
+            return now.reachable and all(b.up for b in now.brokers)
+
+        with contextlib.suppress(WaitTimeout):
+            until(whole, PREFLIGHT_WAIT_S, "every broker to be up")
         status = get_status(self.settings)
         if not status.reachable:
             raise ChaosError(status.message)

@@ -206,6 +206,10 @@ def test_chaos_page_kills_a_leader_under_load_and_proves_nothing_was_lost(
     records = page.get_by_role("spinbutton", name="Records", exact=True)
     records.fill("20000")
     records.press("Enter")
+    # Paced, so records are still being sent after the kill and a time to resume is measured.
+    rate = page.get_by_role("spinbutton", name=re.compile(r"^Rate"))
+    rate.fill("2000")
+    rate.press("Enter")
     page.get_by_role("button", name="Run it").click()
     # The timeline fills while it runs: the kill, then the cluster's reaction to it.
     cells = page.locator("td[role=gridcell]")
