@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install browser jars lab ui down test test-unit screenshots lint format grade bench chaos clean docs docs-serve
+.PHONY: help install browser rabbitmq jars lab ui down test test-unit screenshots lint format grade bench chaos clean docs docs-serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ browser:  ## Chromium for the browser tests (Debian's package; Playwright drives
 		$$sudo apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium > /dev/null; }
 
+rabbitmq:  ## RabbitMQ for the Kafka comparison (Debian's package; rtml starts its own broker)
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "Installing RabbitMQ with apt-get (for the RabbitMQ comparison) ..."; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq rabbitmq-server > /dev/null; }
+
 jars: install  ## Kafka's jars from Maven Central (infra/pom.xml), cached under .rtml/jars
 	$(BIN)/rtml cluster fetch
 
@@ -46,7 +53,7 @@ ui: install  ## the control room only (the cluster must be up)
 down: install  ## stop everything rtml started
 	$(BIN)/rtml down
 
-test: install browser  ## every test, on a throw-away cluster that is always stopped
+test: install browser rabbitmq  ## every test, on a throw-away cluster that is always stopped
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; \
 	exit $$rc
@@ -72,9 +79,12 @@ grade: install  ## grade your lab: make grade WEEK=1
 bench: install  ## benchmarks -> docs/benchmarks.md (BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m bench.producer $(BENCH_ARGS)
 	$(BIN)/python -m bench.features $(BENCH_ARGS)
+	$(BIN)/python -m bench.streams_peer $(BENCH_ARGS)
 	$(BIN)/python -m bench.inference $(BENCH_ARGS)
 	$(BIN)/python -m bench.hop $(BENCH_ARGS)
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
+	$(MAKE) rabbitmq
+	$(BIN)/python -m bench.rabbit $(BENCH_ARGS)
 
 docs: install  ## build the documentation site into site/ (strict: broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

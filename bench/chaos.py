@@ -40,6 +40,14 @@ was **acknowledged**, **read**, **lost** (acknowledged, never read), **duplicate
 was never promised). *Time to resume* is the time from the break to the first
 acknowledgement of a record sent after it.
 
+The `serve-kill` scenarios break the ML pipeline instead of the cluster. On topics and a
+consumer group of their own (nothing of the lab's is touched, all is deleted afterwards),
+the producer writes numbered *features records* and the prediction service (`rtml serve
+run`, a child process) scores them; the reader reads the *predictions*. There,
+**acknowledged** counts features records, **read** those with a prediction, **lost**
+features records without one, and **duplicated** transactions scored twice. *Time to
+resume* is from the SIGKILL to the first prediction of the restarted service.
+
 `make chaos` rewrites this page (`python -m bench.chaos`, `--quick` for shorter runs); one
 scenario at a time: `rtml chaos run NAME`, which prints the timeline live and exits 1 when
 anything acknowledged was lost or duplicated.
@@ -70,10 +78,20 @@ anything acknowledged was lost or duplicated.
 - **The schema registry down** stops nothing that is already running: serializers and
   deserializers cache the schemas they have used. Registering a new schema fails with a
   sentence naming the registry's address, and works again once it is back.
+- **A crashed prediction service loses no transaction.** `serve-kill` SIGKILLs the
+  service a third of the way through a steady stream of features records and restarts it
+  in the same group (static membership: it gets its partitions back at once). It commits
+  a batch's offsets only after its predictions are acknowledged, so what it had not
+  committed is scored again: at-least-once, so some transactions get two predictions,
+  counted and checked to carry the same score, decision and model version (readers
+  deduplicate by transaction id). `serve-kill-exactly-once` runs the service with
+  `--guarantee exactly-once`: each batch is one Kafka transaction with its input offsets,
+  the restart aborts the dead instance's open transaction, and a `read_committed` reader
+  sees every prediction exactly once.
 
-Not covered yet: SIGKILL of the prediction service while features flow (a crash of the
-feature app and of the card service are tested in `tests/integration/test_features.py`
-and `tests/chaos/test_card_service_crash.py`), and a full disk, which needs a size-limited
+Not covered yet: SIGKILL of the feature app as a scenario (a crash mid-window is tested
+in `tests/integration/test_features.py`, one of the card service in
+`tests/chaos/test_card_service_crash.py`), and a full disk, which needs a size-limited
 filesystem for a broker's `log.dirs`, not available without root.
 """
 QUICK = {
@@ -82,6 +100,8 @@ QUICK = {
     "two-down-timeout": 4_000,
     "rolling-restart": 6_000,
     "registry-down": 3_000,
+    "serve-kill": 6_000,
+    "serve-kill-exactly-once": 6_000,
 }
 
 
@@ -129,6 +149,7 @@ def section(result: ChaosResult, chosen: Scenario) -> str:
         f"{_rate(result.rate)}, {result.seconds:.0f} s in all. "
         f"Repeat it with `rtml chaos run {result.scenario}`.",
         "",
+        *([result.sentence(), ""] if result.said else []),
         "| what | count |",
         "|---|---:|",
         *(f"| {what} | {n:,} |" for what, n in v.rows()),

@@ -31,12 +31,12 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.cluster import throwaway_cluster
-from bench.serve_inputs import history, publish_model, records, send_features, tiny_model
 from rtml.config import Settings
 from rtml.features.labels import to_millis
 from rtml.features.runner import fresh_topics
 from rtml.schemas import register_all
 from rtml.schemas.wire import WireDeserializer
+from rtml.serve.inputs import history, publish_model, records, send_features, tiny_model
 from rtml.serve.runner import ServeRun
 from rtml.serve.service import Guarantee
 

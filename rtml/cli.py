@@ -36,6 +36,9 @@ PLUGINS: tuple[str, ...] = (
     "rtml.cards.cli",
     "rtml.ops.cli",
     "rtml.chaos.cli",
+    "rtml.aws.cli",
+    "rtml.peers.cli",
+    "rtml.rabbit.cli",
 )
 
 # Tools that take --bootstrap-server; rtml adds the cluster's address unless given.
@@ -147,8 +150,18 @@ def _grade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from rtml.aws.server import MotoServer
     from rtml.cluster import LocalCluster
+    from rtml.rabbit.server import RabbitServer
 
+    # The comparison brokers keep their pid files in the cluster folder: stop them before a
+    # wipe removes the files that find them.
+    if MotoServer(settings).down():
+        print("The moto server (Kinesis, EventBridge) stopped.")
+    rabbit = RabbitServer(settings)
+    if rabbit.alive():
+        rabbit.down(wipe=args.wipe)
+        print("RabbitMQ stopped.")
     if settings.local:
         LocalCluster(settings).down(wipe=args.wipe)
     else:

@@ -11,9 +11,11 @@ from rtml.config import Settings
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
+    width = max(len(s.name) for s in SCENARIOS)
     for s in SCENARIOS:
         rate = f"{s.rate:,.0f}/s" if s.rate else "flat out"
-        print(f"  {s.name:<16} {s.summary}\n  {'':<16} default: {s.records:,} records at {rate}")
+        print(f"  {s.name:<{width}} {s.summary}")
+        print(f"  {'':<{width}} default: {s.records:,} records at {rate}")
     return 0
 
 
@@ -24,6 +26,8 @@ def _print_event(event: Event) -> None:
 def render(result: ChaosResult) -> str:
     """The verdict table, the checks and the times to resume, as the terminal shows them."""
     lines = [f"Scenario {result.scenario}: {'PASSED' if result.passed else 'FAILED'}"]
+    if result.said:
+        lines.append(f"  {result.said}")
     lines += [f"  {what:<28} {n:>10,}" for what, n in result.verdict.rows()]
     if result.verdict.lost_ids:
         lines.append(f"  lost ids (first): {', '.join(map(str, result.verdict.lost_ids))}")

@@ -2,9 +2,11 @@
 
 Each scenario writes numbered records to a fresh topic (6 partitions, RF 3, min ISR 2)
 with the durable producer, breaks something on purpose (SIGKILL a leader, take two
-brokers down, restart every broker in turn, kill the schema registry), repairs it, and
-lets an independent reader count by id what was acknowledged, read, lost, duplicated and
-failed. The run reports its timeline through `on_event` as it happens and returns a
+brokers down, restart every broker in turn, kill the schema registry, kill the prediction
+service), repairs it, and lets an independent reader count by id what was acknowledged,
+read, lost, duplicated and failed. The pipeline scenarios (`rtml.chaos.pipeline`) write
+features records on topics of their own and read the predictions a service makes of
+them. The run reports its timeline through `on_event` as it happens and returns a
 `ChaosResult`. Scenarios act only on a local cluster rtml started: they kill its processes.
 
     result = run("leader-kill", settings, records=50_000, on_event=print)
@@ -30,7 +32,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from rtml.chaos.load import LoadProducer, json_id
 from rtml.chaos.timeline import CHECK, STEP, ClusterWatcher, Event, OnEvent, Timeline
-from rtml.chaos.verifier import Decode, Reader, Verdict, verdict_of
+from rtml.chaos.verifier import Decode, Payload, Reader, Verdict, verdict_of
 from rtml.clients import QUIET, admin
 from rtml.cluster import LocalCluster, get_status
 from rtml.cluster.registry import Registry
@@ -82,6 +84,7 @@ class ChaosResult:
     resumes: tuple[Resume, ...]
     timeline: tuple[Event, ...]
     errors: dict[str, int] = field(default_factory=dict)  # delivery errors by kind
+    said: str = ""  # the scenario's own verdict sentence (pipeline scenarios), if any
 
     @property
     def time_to_resume(self) -> float | None:
@@ -93,6 +96,17 @@ class ChaosResult:
     def passed(self) -> bool:
         return self.verdict.ok and all(c.passed for c in self.checks)
 
+    def sentence(self) -> str:
+        """The verdict in one sentence, as the Chaos page and the terminal show it."""
+        head = "Passed" if self.passed else "FAILED"
+        if self.said:
+            return f"{head}: {self.said}"
+        v = self.verdict
+        return (
+            f"{head}: {v.acknowledged:,} acknowledged, {v.lost:,} lost, {v.duplicated:,} "
+            f"duplicated ({self.produced:,} sent in {self.seconds:.1f} s)."
+        )
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -103,6 +117,7 @@ class Scenario:
     records: int  # default --records
     rate: float | None  # default --rate (None: flat out)
     body: Callable[[_Run], None]
+    own_topic: bool = True  # False: the body creates the topics it needs
 
 
 # -- the harness every scenario runs in -----------------------------------------------------------
@@ -136,6 +151,14 @@ class _Run:
         self.decode: Decode = json_id
         self.after_verify: list[Callable[[Verdict], None]] = []  # checks that need the reads
         self.repairs: list[Callable[[], None]] = []  # undo what a failed scenario left broken
+        # A pipeline scenario writes `topic` and reads another (`read_topic`), with the
+        # values of duplicates compared (`payload`), not their order per key.
+        self.read_topic: str | None = None
+        self.extra_topics: list[str] = []  # deleted with `topic` at the end
+        self.payload: Payload | None = None
+        self.ordered = True
+        self.duplicates_allowed = False
+        self.said = ""
 
     # the pieces
 
@@ -170,9 +193,10 @@ class _Run:
 
     def start(self, *, message_timeout_ms: int = 300_000, unbounded: bool = False, **load) -> None:
         """Start the cluster watcher, the reader and the load producer."""
-        self.watcher = ClusterWatcher(self.settings, self.timeline, [self.topic])
+        read = self.read_topic or self.topic
+        self.watcher = ClusterWatcher(self.settings, self.timeline, sorted({self.topic, read}))
         self.watcher.start()
-        self.reader = Reader(self.settings, self.topic, self.decode)
+        self.reader = Reader(self.settings, read, self.decode, self.payload)
         self.reader.start()
         self.load = LoadProducer(
             self.settings,
@@ -265,7 +289,12 @@ class _Run:
         self.reader.wait_for(self.load.ledger.acked_ids, READ_TIMEOUT_S)
         if self.reader.error is not None:
             raise ChaosError(f"The reader failed, so nothing can be counted: {self.reader.error}")
-        verdict = verdict_of(self.load.ledger, self.reader)
+        verdict = verdict_of(
+            self.load.ledger,
+            self.reader,
+            ordered=self.ordered,
+            duplicates_allowed=self.duplicates_allowed,
+        )
         self.timeline.add(
             CHECK,
             f"verdict: {verdict.acknowledged:,} acknowledged, {verdict.read:,} read, "
@@ -313,9 +342,11 @@ class _Run:
             if part is not None and part.is_alive():
                 part.stop()
         client = admin(self.settings, timeout=10)
-        # A topic never created, or a cluster still settling: nothing to undo.
-        with contextlib.suppress(KafkaException):
-            client.delete_topics([self.topic], operation_timeout=30)[self.topic].result(60)
+        names = [self.topic, *self.extra_topics]
+        for future in client.delete_topics(names, operation_timeout=30).values():
+            # A topic never created, or a cluster still settling: nothing to undo.
+            with contextlib.suppress(KafkaException):
+                future.result(60)
 
     def result(self, verdict: Verdict, started: float) -> ChaosResult:
         assert self.load is not None
@@ -330,6 +361,7 @@ class _Run:
             resumes=tuple(self.resumes),
             timeline=tuple(self.timeline.events),
             errors=dict(self.load.errors),
+            said=self.said,
         )
 
 
@@ -576,6 +608,14 @@ def _registry_down(run: _Run) -> None:
     run.finish_load()
 
 
+def _serve_kill(run: _Run, guarantee: str = "at-least-once") -> None:
+    # Imported here: the pipeline pulls in the model stack (scikit-learn, ONNX), which
+    # `rtml chaos list` and the other scenarios do not need.
+    from rtml.chaos.pipeline import serve_kill
+
+    serve_kill(run, guarantee)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "leader-kill",
@@ -617,6 +657,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         15_000,
         500.0,
         _registry_down,
+    ),
+    Scenario(
+        "serve-kill",
+        "SIGKILL the prediction service while features records flow, restart it: every record "
+        "gets a prediction, some are scored twice (at-least-once: counted, and each copy has "
+        "the same score), and predictions resume within seconds",
+        20_000,
+        1_000.0,
+        _serve_kill,
+        own_topic=False,
+    ),
+    Scenario(
+        "serve-kill-exactly-once",
+        "the same with the service's exactly-once option: each batch one Kafka transaction, "
+        "so a read_committed reader sees every prediction exactly once",
+        20_000,
+        1_000.0,
+        partial(_serve_kill, guarantee="exactly-once"),
+        own_topic=False,
     ),
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -663,7 +722,8 @@ def run(
     harness.preflight()
     started = time.monotonic()
     try:
-        harness.create_topic()
+        if chosen.own_topic:
+            harness.create_topic()
         chosen.body(harness)
         verdict = harness.verify()
         for check in harness.after_verify:

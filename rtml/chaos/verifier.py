@@ -5,6 +5,11 @@ Counting is by unique record id. The producer's side is a `Ledger`: each id ackn
 so never a loss). The reader's side is a `Reader`: no consumer group, every partition from
 offset 0, `read_committed`, counting how often each id appears and in which order per key.
 `verify` compares the two; it is pure, so the counting is tested without a broker.
+
+A pipeline scenario (kill the prediction service) reads another topic than it writes:
+what was acknowledged is its input, what is read its output (a prediction per input id),
+so order per key is not compared, a duplicate may be allowed (at-least-once reprocessing)
+and each copy's value is compared instead: a duplicate must say the same thing.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from rtml.poll import until
 
 Key = bytes | None
 Decode = Callable[[Message], int]  # the record id of a message
+Payload = Callable[[Message], object]  # what copies of one id must agree on (a score)
 
 
 class Read(NamedTuple):
-    """One record as the reader got it: its key and id, and where it sits in the log."""
+    """One record as the reader got it: its key and id, where it sits in the log, and (for
+    a reader given a payload) its Kafka timestamp in ms and the payload."""
 
     key: Key
     id: int
     partition: int
     offset: int
+    timestamp: int = 0
+    value: object = None
 
 
 @dataclass(frozen=True)
@@ -50,18 +59,27 @@ class Verdict:
     reread: int = 0  # log positions the reader was handed more than once (its side, not the log's)
     lost_ids: tuple[int, ...] = ()  # the first few, to look them up
     duplicated_ids: tuple[int, ...] = ()
+    duplicates_allowed: bool = False  # at-least-once reprocessing: counted, not a failure
+    differing: int = 0  # ids stored more than once whose copies differ (by payload)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0
+        return (
+            self.lost == 0
+            and (self.duplicates_allowed or self.duplicated == 0)
+            and self.out_of_order == 0
+            and self.differing == 0
+        )
 
     def rows(self) -> list[tuple[str, int]]:
         """(what, count) in the order a verdict table shows them."""
+        twice = "duplicated (allowed, counted)" if self.duplicates_allowed else "duplicated"
         return [
             ("acknowledged", self.acknowledged),
             ("read", self.read),
             ("lost", self.lost),
-            ("duplicated", self.duplicated),
+            (twice, self.duplicated),
+            *([("duplicates that differ", self.differing)] if self.duplicates_allowed else []),
             ("failed (not acknowledged)", self.failed),
             ("failed, stored twice", self.duplicated_failed),
             ("keys out of order", self.out_of_order),
@@ -74,6 +92,9 @@ def verify(
     failed: Iterable[int],
     reads: Sequence[Read],
     sample: int = 10,
+    *,
+    ordered: bool = True,
+    duplicates_allowed: bool = False,
 ) -> Verdict:
     """Compare acknowledgements (key, id in ack order) with reads (in read order).
 
@@ -81,7 +102,9 @@ def verify(
     failed record may have been stored anyway (the error came after the write), so it may
     be read once; stored twice, it is counted apart. A position handed to the reader twice
     is the reader's re-delivery, not a duplicate in the log. Out of order: a key whose
-    acknowledged ids, as first read, are not in acknowledgement order.
+    acknowledged ids, as first read, are not in acknowledgement order (only if `ordered`:
+    a pipeline's output is keyed otherwise than its input). Differing: an id stored more
+    than once whose copies carry different values (reads without values never differ).
     """
     positions: dict[int, set[tuple[int, int]]] = defaultdict(set)
     deliveries = Counter((r.partition, r.offset) for r in reads)
@@ -102,7 +125,13 @@ def verify(
         if r.id in acked_ids and r.id not in once:
             once.add(r.id)
             first_read[r.key].append(r.id)
-    out_of_order = sum(first_read.get(key, []) != ids for key, ids in expected.items())
+    out_of_order = (
+        sum(first_read.get(key, []) != ids for key, ids in expected.items()) if ordered else 0
+    )
+    values: dict[int, set[object]] = defaultdict(set)
+    for r in reads:
+        if r.id in stored_twice:
+            values[r.id].add(r.value)
     return Verdict(
         acknowledged=len(acked_ids),
         read=len(positions),
@@ -114,6 +143,8 @@ def verify(
         reread=sum(n > 1 for n in deliveries.values()),
         lost_ids=tuple(lost[:sample]),
         duplicated_ids=tuple(duplicated[:sample]),
+        duplicates_allowed=duplicates_allowed,
+        differing=sum(len(v) > 1 for v in values.values()),
     )
 
 
@@ -160,9 +191,12 @@ class Reader(threading.Thread):
     """Reads every partition of `topic` from offset 0 (no group, no commits, read_committed)
     and records each id it sees, in order, with its key."""
 
-    def __init__(self, settings: Settings, topic: str, decode: Decode) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, decode: Decode, payload: Payload | None = None
+    ) -> None:
         super().__init__(daemon=True, name="chaos-reader")
         self.decode = decode
+        self.payload = payload
         conf = settings.client_config(
             # librdkafka wants a group id; this one never joins, it only assigns.
             group_id=f"rtml-chaos-reader-{uuid.uuid4().hex[:8]}",
@@ -192,15 +226,22 @@ class Reader(threading.Thread):
                     if msg.error():
                         continue  # partition EOF or a transient error; the reader keeps going
                     record_id = self.decode(msg)
+                    read = Read(msg.key(), record_id, msg.partition(), msg.offset())
+                    if self.payload is not None:
+                        read = read._replace(timestamp=msg.timestamp()[1], value=self.payload(msg))
                     with self._lock:
-                        self._reads.append(
-                            Read(msg.key(), record_id, msg.partition(), msg.offset())
-                        )
+                        self._reads.append(read)
                         self._seen.add(record_id)
         except Exception as exc:  # reported by the scenario instead of dying unseen
             self.error = exc
         finally:
             self.consumer.close()
+
+    def first_after(self, ms: int) -> int | None:
+        """The earliest Kafka timestamp (ms) at or after `ms` among the reads (None: none)."""
+        with self._lock:
+            later = [r.timestamp for r in self._reads if r.timestamp >= ms]
+        return min(later) if later else None
 
     def has_read(self, wanted: set[int]) -> bool:
         with self._lock:
@@ -231,7 +272,11 @@ class Reader(threading.Thread):
         self.join(30)
 
 
-def verdict_of(ledger: Ledger, reader: Reader) -> Verdict:
+def verdict_of(
+    ledger: Ledger, reader: Reader, *, ordered: bool = True, duplicates_allowed: bool = False
+) -> Verdict:
     """The verdict of a finished run."""
     acked, failed = ledger.snapshot()
-    return verify(acked, failed, reader.reads)
+    return verify(
+        acked, failed, reader.reads, ordered=ordered, duplicates_allowed=duplicates_allowed
+    )

@@ -57,7 +57,7 @@ def _fetch(settings: Settings, java: Java, pom: Path, goal: str, what: str, log)
 
 
 def _run_maven(java: Java, pom: Path, goal: str, what: str, target: Path, log) -> None:
-    maven, env = _maven(java)
+    maven, env = maven_command(java)
     log(f"Fetching {what} from Maven Central into {target} (once; reused afterwards) ...")
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
     cmd = [
@@ -88,7 +88,7 @@ def classpath(jars: Path) -> str:
     return str(jars / "*")
 
 
-def _maven(java: Java) -> tuple[list[str], dict[str, str]]:
+def maven_command(java: Java) -> tuple[list[str], dict[str, str]]:
     """Maven on PATH if there is one, else the project's Maven wrapper (which fetches Maven)."""
     env = dict(os.environ)
     mvn = shutil.which("mvn")

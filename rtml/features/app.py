@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from bisect import bisect_right, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from rtml.dlq import dlq_topic, late_topic, origin_headers
 from rtml.features.definitions import (
     MS_PER_DAY,
     WINDOW_DAYS,
+    add_to_history,
     calendar_features,
     horizon_ms,
 )
@@ -453,17 +453,7 @@ class FeatureApp:
         if times and t < times[-1] - self.options.grace_ms:
             self.stats.late += 1
             return {"late": True, "raw": tx["raw"]}
-        if not times or t >= times[-1]:
-            times.append(t)
-            amounts.append(tx["tx_amount"])
-        else:  # out of order within the grace period: keep the history sorted
-            at = bisect_right(times, t)
-            insort(times, t)
-            amounts.insert(at, tx["tx_amount"])
-        cut = bisect_right(times, t - max(WINDOW_DAYS) * MS_PER_DAY)
-        if cut:
-            del times[:cut]
-            del amounts[:cut]
+        add_to_history(times, amounts, t, tx["tx_amount"])
         state.set("t", times)
         state.set("a", amounts)
         out = {k: v for k, v in tx.items() if k not in ("raw", "key")}

@@ -19,7 +19,7 @@ streaming app agree to the last bit.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections.abc import Sequence
 
 MS_PER_DAY = 86_400_000
@@ -42,6 +42,23 @@ def calendar_features(ts_ms: int) -> tuple[bool, bool]:
     day, ms_of_day = divmod(ts_ms, MS_PER_DAY)
     weekday = (day + _MONDAY_OFFSET) % 7
     return weekday >= 5, ms_of_day // 3_600_000 <= NIGHT_LAST_HOUR
+
+
+def add_to_history(times: list[int], amounts: list[float], t: int, amount: float) -> None:
+    """Add a customer's transaction at `t` to its sorted history, in place, and drop what no
+    customer window can reach any more. A record out of order (within the grace period) is
+    inserted after those with the same time, so `customer_window` counts it as the latest."""
+    if not times or t >= times[-1]:
+        times.append(t)
+        amounts.append(amount)
+    else:
+        at = bisect_right(times, t)
+        insort(times, t)
+        amounts.insert(at, amount)
+    cut = bisect_right(times, t - max(WINDOW_DAYS) * MS_PER_DAY)
+    if cut:
+        del times[:cut]
+        del amounts[:cut]
 
 
 def terminal_window(

@@ -244,7 +244,7 @@ def remove_group(settings: Settings, group: str, timeout: float = 60.0) -> list[
     try:
         if internal:
             _delete_topics(client, internal)
-        until(lambda: _delete_group(client, group), timeout, f"group {group} to be empty", 1.0)
+        until(lambda: delete_group(client, group), timeout, f"group {group} to be empty", 1.0)
     except (KafkaException, WaitTimeout) as exc:
         raise FeatureError(
             f"Could not remove the leftovers of group {group} ({exc}): is it still running?"
@@ -264,14 +264,15 @@ def _delete_topics(client: AdminClient, names: list[str]) -> None:
                 raise
 
 
-def _delete_group(client: AdminClient, group: str) -> bool:
-    """True once `group` is gone (deleted now, or never created by a run stopped early)."""
+def delete_group(client: AdminClient, group: str) -> bool:
+    """True once `group` is gone (deleted now, or never created by a run stopped early);
+    False while it still has members or its coordinator is moving, so callers poll it."""
     for future in client.delete_consumer_groups([group], request_timeout=10).values():
         try:
             future.result()
         except KafkaException as exc:
             code = exc.args[0].code()
-            if code == KafkaError.NON_EMPTY_GROUP:
+            if code in (KafkaError.NON_EMPTY_GROUP, KafkaError.NOT_COORDINATOR):
                 return False
             if code != KafkaError.GROUP_ID_NOT_FOUND:
                 raise

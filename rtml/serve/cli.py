@@ -23,6 +23,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             guarantee=args.guarantee,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
+            topic_prefix=args.topic_prefix,
         ),
     )
     done = threading.Event()
@@ -88,6 +89,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="processing guarantee (default at-least-once)",
     )
     run.add_argument("--group", default="rtml-serve", help="consumer group (default rtml-serve)")
+    run.add_argument(
+        "--topic-prefix",
+        default="",
+        help="put PREFIX before every topic name (features, predictions, model-updates, "
+        "serve.dlq): topics of its own, as a chaos scenario uses (default: none, the lab's)",
+    )
     run.add_argument(
         "--report-every", type=float, default=10.0, help="seconds between progress lines"
     )

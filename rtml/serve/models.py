@@ -49,8 +49,11 @@ class ModelWatcher:
         group: str,
         on_refused: Refusal,
         model: str = MODEL_NAME,
+        topic_prefix: str = "",
     ) -> None:
         self.settings = settings
+        self.topic = topic_prefix + TOPIC  # the catalogue's, or a scenario's own
+        self.dlq = topic_prefix + dlq_topic(STAGE)
         self.group = group
         self.model = model
         self.on_refused = on_refused
@@ -73,12 +76,13 @@ class ModelWatcher:
 
     def start(self, timeout: float = 60.0) -> Scorer | None:
         """Read the topic to its end; return the newest version that loads (None: none)."""
-        tp = TopicPartition(TOPIC, 0)
+        topic = self.topic
+        tp = TopicPartition(topic, 0)
         try:
-            meta = self.consumer.list_topics(TOPIC, timeout=10).topics[TOPIC]
+            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
             if meta.error is not None:
                 raise ServeError(
-                    f"Topic {TOPIC} does not exist on {self.settings.bootstrap}: "
+                    f"Topic {topic} does not exist on {self.settings.bootstrap}: "
                     "run `rtml topics apply`."
                 )
             low, high = self.consumer.get_watermark_offsets(tp, timeout=10)
@@ -87,13 +91,13 @@ class ModelWatcher:
                 f"No broker answers at {self.settings.bootstrap}: start the cluster "
                 "with `rtml cluster up`."
             ) from exc
-        self.consumer.assign([TopicPartition(TOPIC, 0, OFFSET_BEGINNING)])
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         versions: list[Message] = []
         deadline = time.monotonic() + timeout
         while low < high and self._position() < high:
             if time.monotonic() > deadline:
                 raise ServeError(
-                    f"Could not read {TOPIC} to its end within {timeout:g} s: is the cluster "
+                    f"Could not read {topic} to its end within {timeout:g} s: is the cluster "
                     "healthy (`rtml cluster status`)?"
                 )
             for msg in self.consumer.consume(100, timeout=1.0):
@@ -127,7 +131,7 @@ class ModelWatcher:
         self.consumer.close()
 
     def _position(self) -> int:
-        return self.consumer.position([TopicPartition(TOPIC, 0)])[0].offset
+        return self.consumer.position([TopicPartition(self.topic, 0)])[0].offset
 
     def _load(self, msg: Message) -> Scorer:
         """The scorer of `msg`'s version; any failure is a ModelError that says why."""
@@ -163,7 +167,7 @@ class ModelWatcher:
             error=exc,
         )
         self.producer.produce(
-            dlq_topic(STAGE),
+            self.dlq,
             value=msg.value(),
             key=msg.key(),
             headers=merge_headers(msg.headers(), headers),

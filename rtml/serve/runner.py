@@ -36,6 +36,7 @@ class ServeRun(FeatureRun):
         guarantee: Guarantee = "at-least-once",
         max_batch: int | None = None,
         max_wait_ms: float | None = None,
+        topic_prefix: str = "",
     ) -> None:
         self.settings = settings
         self.group = group or f"rtml-serve-{uuid.uuid4().hex[:8]}"
@@ -46,6 +47,8 @@ class ServeRun(FeatureRun):
             args += ["--max-batch", str(max_batch)]
         if max_wait_ms is not None:
             args += ["--max-wait-ms", f"{max_wait_ms:g}"]
+        if topic_prefix:
+            args += ["--topic-prefix", topic_prefix]
         self.argv = [sys.executable, "-m", "rtml", *args]
         self.log = settings.cluster_dir / "serve" / f"{self.group}-{instance}.log"
         self.proc = None

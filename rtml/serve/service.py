@@ -87,11 +87,18 @@ class ServeOptions:
     max_batch: int = 500
     max_wait_ms: float = 0.0
     status_every_s: float = 1.0
+    # Put before every topic name (features, predictions, model-updates, serve.dlq), so a
+    # chaos scenario or a test runs the service on topics of its own, not the lab's.
+    topic_prefix: str = ""
+
+    def topic(self, name: str) -> str:
+        """The topic the service uses for catalogue topic `name`."""
+        return self.topic_prefix + name
 
 
-def check_topics(settings: Settings) -> None:
+def check_topics(settings: Settings, prefix: str = "") -> None:
     """Fail with one sentence if a topic the service reads or writes is missing."""
-    needed = (FEATURES, PREDICTIONS, MODEL_TOPIC, dlq_topic(STAGE))
+    needed = tuple(prefix + t for t in (FEATURES, PREDICTIONS, MODEL_TOPIC, dlq_topic(STAGE)))
     try:
         have = admin(settings, timeout=10).list_topics(timeout=10).topics
     except KafkaException as exc:
@@ -160,7 +167,7 @@ class PredictionService:
         self.encode = PreparedSerializer.for_topic(settings, PREDICTIONS)
         self.status = ServeStatus(o.group, o.instance, os.getpid(), o.guarantee)
         self.times = BatchTimes()
-        self.models = ModelWatcher(settings, o.group, self._refused)
+        self.models = ModelWatcher(settings, o.group, self._refused, topic_prefix=o.topic_prefix)
         self.scorer: Scorer | None = None
         self.consumer: Consumer | None = None
         self.committer: AtLeastOnce | ExactlyOnce | None = None
@@ -180,7 +187,7 @@ class PredictionService:
         """Serve until `stop`; every batch started is finished and committed."""
         o = self.options
         try:
-            check_topics(self.settings)
+            check_topics(self.settings, o.topic_prefix)
             self.scorer = self.models.start()
             print(
                 f"Prediction service instance {o.instance} in group {o.group} ({o.guarantee}, "
@@ -235,7 +242,9 @@ class PredictionService:
         self.committer = kind(
             self.settings, self.consumer, f"{o.group}-{o.instance}", self._durable
         )
-        self.consumer.subscribe([FEATURES], on_assign=self._assigned, on_revoke=self._revoked)
+        self.consumer.subscribe(
+            [o.topic(FEATURES)], on_assign=self._assigned, on_revoke=self._revoked
+        )
         self.status.state = "serving"
 
     def _loop(self) -> None:
@@ -299,13 +308,14 @@ class PredictionService:
         batch.reviewed = sum(r is not None for r in reasons)
         batch.left = batch.records
         produce = self.committer.producer.produce
+        predictions, dlq = self.options.topic(PREDICTIONS), self.options.topic(dlq_topic(STAGE))
         self.committer.begin()
         now = int(time.time() * 1000)
         for msg, record, score, decision, reason in zip(
             sources, records, scores, decisions, reasons, strict=True
         ):
             produce(
-                PREDICTIONS,
+                predictions,
                 key=str(record["transaction_id"]).encode(),
                 value=self.encode(
                     prediction(record, score, decision, scorer.version, msg.timestamp()[1], now)
@@ -315,7 +325,7 @@ class PredictionService:
             )
         for msg, exc in dead:
             produce(
-                dlq_topic(STAGE),
+                dlq,
                 value=msg.value(),
                 key=msg.key(),
                 headers=merge_headers(msg.headers(), self._origin(msg, exc)),
@@ -355,7 +365,11 @@ class PredictionService:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.status.partitions = sorted(tp.partition for tp in partitions)
-        log.info("Assigned partitions %s of %s.", self.status.partitions, FEATURES)
+        log.info(
+            "Assigned partitions %s of %s.",
+            self.status.partitions,
+            self.options.topic(FEATURES),
+        )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self.committer is not None

@@ -163,7 +163,7 @@ def test_flow_page_shows_rates_lag_verdicts_and_a_decoded_tail(lab):
     group = f"flow-page-{uuid.uuid4().hex[:6]}"
     _commit_from_the_start(lab, group)
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/flow.py")
+    at.switch_page("views/flow.py")
 
     def ready(a: AppTest) -> bool:
         rows = _group_rows(a, group)
@@ -202,7 +202,7 @@ def test_flow_page_shows_rates_lag_verdicts_and_a_decoded_tail(lab):
 def test_flow_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
     monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page("pages/flow.py")
+    at.switch_page("views/flow.py")
     started = time.monotonic()
     at.run()
     assert not at.exception
@@ -230,7 +230,7 @@ def _in_window(frame: pd.DataFrame, column: str, key: int, row: pd.Series) -> pd
 def test_windows_page_shows_every_window_kind_of_the_busiest_customer(pipeline):
     txs = pipeline.sim.transactions
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/windows.py").run()
+    at.switch_page("views/windows.py").run()
     assert not at.exception
     assert "What to notice (week 2" in at.caption[0].value
     match = re.fullmatch(r"Customer (\d+) \(the busiest customer .*\)", at.subheader[0].value)
@@ -265,7 +265,7 @@ def test_windows_page_shows_every_window_kind_of_the_busiest_customer(pipeline):
 def test_windows_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
     monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page("pages/windows.py")
+    at.switch_page("views/windows.py")
     started = time.monotonic()
     at.run()
     assert not at.exception
@@ -285,7 +285,7 @@ def _ms(metrics: dict[str, str], name: str) -> float:
 def test_predictions_page_shows_scores_latency_quality_and_swaps_the_model(pipeline):
     first, second = pipeline.versions
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/predictions.py")
+    at.switch_page("views/predictions.py")
 
     def ready(a: AppTest) -> bool:
         metrics = _metrics(a)
@@ -323,7 +323,7 @@ def test_predictions_page_shows_scores_latency_quality_and_swaps_the_model(pipel
 def test_predictions_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch):
     monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page("pages/predictions.py")
+    at.switch_page("views/predictions.py")
     started = time.monotonic()
     at.run()
     assert not at.exception
@@ -366,7 +366,7 @@ def _shown_counts(counts) -> dict[str, str]:
 def test_events_page_shows_the_read_model_the_counters_and_a_transaction_traced(pipeline):
     model = _read_model(pipeline.settings)
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/events.py")
+    at.switch_page("views/events.py")
     # The projection keeps writing: the page and the file agree between two events.
     at = _until(at, lambda a: _metrics(a) == _shown_counts(model.counts()))
     assert "What to notice (week 4, notebook week4_production_patterns)" in at.caption[0].value
@@ -482,7 +482,7 @@ def test_events_page_lists_a_dead_letter_and_redrives_it_once(lab_topics):
         assert producer.flush(30) == 0
 
         at = AppTest.from_file(HOME, default_timeout=60)
-        at.switch_page("pages/events.py").run()
+        at.switch_page("views/events.py").run()
         assert not at.exception
         assert stage in at.selectbox(key="dlq_stage").options
         at.selectbox(key="dlq_stage").set_value(stage).run()
@@ -526,7 +526,7 @@ def test_events_page_lists_a_dead_letter_and_redrives_it_once(lab_topics):
 
 def _replay_page() -> AppTest:
     at = AppTest.from_file(HOME, default_timeout=120)
-    at.switch_page("pages/replay.py").run()
+    at.switch_page("views/replay.py").run()
     assert not at.exception
     return at
 
@@ -635,7 +635,7 @@ def test_events_and_replay_pages_say_how_to_create_a_missing_read_model(
     monkeypatch.setenv("RTML_HOME", str(tmp_path))
     missing = f"There is no card read model at {tmp_path}"
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/events.py").run()
+    at.switch_page("views/events.py").run()
     assert not at.exception and not at.error
     info = [i.value for i in at.info]
     assert info[0].startswith(missing) and "start the card projection" in info[0]
@@ -657,7 +657,7 @@ def test_events_and_replay_pages_on_a_stopped_cluster_say_how_to_start_it(
     monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("RTML_HOME", str(tmp_path))
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     started = time.monotonic()
     at.run()
     assert not at.exception
@@ -676,7 +676,7 @@ def test_chaos_page_on_a_stopped_cluster_says_how_to_start_it(monkeypatch, tmp_p
     monkeypatch.setenv("RTML_HOME", str(tmp_path))
     monkeypatch.setenv("RTML_KAFKA_PORT", str(free_base))  # nothing listens there
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page("pages/chaos.py").run()
+    at.switch_page("views/chaos.py").run()
     assert not at.exception
     assert "What to notice" in at.caption[0].value
     assert len(at.error) == 1 and "rtml cluster up" in at.code[0].value
@@ -688,7 +688,7 @@ def test_chaos_page_offers_nothing_against_an_external_cluster(monkeypatch, tmp_
     monkeypatch.setenv("RTML_HOME", str(tmp_path))
     monkeypatch.setenv("RTML_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     at = AppTest.from_file(HOME, default_timeout=30)
-    at.switch_page("pages/chaos.py").run()
+    at.switch_page("views/chaos.py").run()
     assert not at.exception and not at.error
     assert at.info[0].value.startswith("Scenarios kill processes of a local cluster rtml started")
     assert not [b for b in at.button if b.key == "chaos_run"]
@@ -698,7 +698,7 @@ def test_chaos_page_lists_every_scenario_with_its_default_size(lab_topics):
     from rtml.chaos.scenarios import SCENARIOS
 
     at = AppTest.from_file(HOME, default_timeout=60)
-    at.switch_page("pages/chaos.py").run()
+    at.switch_page("views/chaos.py").run()
     assert not at.exception and not at.error
     picker = at.selectbox(key="chaos_scenario")
     assert picker.options == [f"{s.name}: {s.summary}" for s in SCENARIOS]
@@ -707,3 +707,46 @@ def test_chaos_page_lists_every_scenario_with_its_default_size(lab_topics):
         assert not at.exception
         assert at.number_input(key="chaos_records").value == s.records
         assert at.number_input(key="chaos_rate").value == int(s.rate or 0)
+
+
+def test_chaos_page_shows_a_pipeline_scenarios_verdict_sentence(monkeypatch, tmp_path, free_base):
+    """A finished serve-kill run (a made-up result, put where the page finds the last run)
+    shows its own sentence, the duplicates row allowed and the time to resume."""
+    import sys
+
+    from rtml.chaos import ChaosResult, Check, Event, Resume, Verdict
+    from rtml.config import Settings
+
+    monkeypatch.setenv("RTML_HOME", str(tmp_path))
+    monkeypatch.setenv("RTML_KAFKA_PORT", str(free_base))  # nothing listens there
+    monkeypatch.syspath_prepend(str(Path(HOME).parent))
+    resources = __import__("resources")
+    said = (
+        "3,000 features records, 3,000 with a prediction, 0 lost; 343 scored twice "
+        "(at-least-once: allowed, each copy with the same score); predictions resumed 8.0 s "
+        "after the SIGKILL."
+    )
+    result = ChaosResult(
+        scenario="serve-kill",
+        topic="chaos-serve-kill-x.features",
+        rate=300.0,
+        produced=3000,
+        seconds=22.1,
+        verdict=Verdict(3000, 3000, 0, 343, 0, 0, duplicates_allowed=True),
+        checks=(Check("predictions resumed after the restart", True, "after 7.98 s"),),
+        resumes=(Resume("SIGKILL the prediction service", 7.98),),
+        timeline=(Event(13.3, "step", "SIGKILL the prediction service (pid 1)"),),
+        said=said,
+    )
+    job = resources.chaos_job(Settings.from_env().cluster_dir.as_posix())
+    monkeypatch.setattr(job, "scenario", "serve-kill")
+    monkeypatch.setattr(job, "result", result)
+    assert sys.modules["resources"] is resources
+    at = AppTest.from_file(HOME, default_timeout=30)
+    at.switch_page("views/chaos.py").run()
+    assert not at.exception
+    assert [s.value for s in at.success] == [f"Passed: {said}"]
+    assert _metrics(at)["Duplicated"] == "343" and _metrics(at)["Time to resume"] == "7.98 s"
+    verdict = _table(at, "records")
+    assert ("duplicated (allowed, counted)", 343) in list(verdict.itertuples(index=False))
+    assert ("duplicates that differ", 0) in list(verdict.itertuples(index=False))

@@ -7,6 +7,7 @@ import pytest
 
 from rtml.chaos import ChaosError, run
 from rtml.chaos.timeline import BROKER, CHECK, ISR, LEADER, PRODUCER, REJOINED, STEP
+from rtml.clients import admin
 from rtml.config import Settings
 
 
@@ -80,3 +81,41 @@ def test_an_external_cluster_is_refused_in_one_sentence(cluster_settings):
     external = Settings.from_env({"RTML_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
     with pytest.raises(ChaosError, match="refuse to run against the external cluster"):
         run("leader-kill", external)
+
+
+def _leftovers(settings, name: str) -> list[str]:
+    """Topics and consumer groups of scenario `name` still on the cluster."""
+    client = admin(settings, timeout=10)
+    prefix = f"chaos-{name}-"
+    topics = [t for t in client.list_topics(timeout=10).topics if t.startswith(prefix)]
+    groups = client.list_consumer_groups(request_timeout=10).result().valid
+    return topics + [g.group_id for g in groups if g.group_id.startswith(prefix)]
+
+
+def test_serve_kill_predicts_every_record_and_counts_what_was_scored_twice(cluster_settings):
+    result = _run("serve-kill", cluster_settings, duplicates_allowed=True, records=1_800, rate=300)
+    v = result.verdict
+    assert result.passed and v.failed == 0
+    # Every features record acknowledged has a prediction; none is unknown.
+    assert v.acknowledged == v.read == 1_800 and v.lost == 0
+    # At-least-once: re-scored batches are counted, and each copy says the same thing.
+    assert v.duplicates_allowed and v.duplicated >= 0 and v.differing == 0
+    assert any(c.name.startswith("every transaction scored twice") for c in result.checks)
+    assert result.time_to_resume is not None and 0 < result.time_to_resume < 180
+    assert [r.step for r in result.resumes] == ["SIGKILL the prediction service"]
+    assert any(e.text.startswith("SIGKILL the prediction service") for e in result.timeline)
+    sentence = result.sentence()
+    assert sentence.startswith("Passed: 1,800 features records, 1,800 with a prediction, 0 lost")
+    assert f"{v.duplicated:,} scored twice (at-least-once" in sentence
+    assert "predictions resumed" in sentence
+    assert not _leftovers(cluster_settings, "serve-kill")
+
+
+def test_serve_kill_exactly_once_shows_every_prediction_once(cluster_settings):
+    result = _run("serve-kill-exactly-once", cluster_settings, records=1_800, rate=300)
+    v = result.verdict
+    assert result.passed and not v.duplicates_allowed
+    assert v.acknowledged == v.read == 1_800 and v.lost == 0 and v.duplicated == 0
+    assert result.time_to_resume is not None and 0 < result.time_to_resume < 180
+    assert "0 scored twice (exactly-once, read_committed" in result.sentence()
+    assert not _leftovers(cluster_settings, "serve-kill-exactly-once")

@@ -7,6 +7,7 @@ exactly what the app wrote here.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import signal
@@ -22,6 +23,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
+from rtml.asa.compare import EXPLAINED, compare, late_in_repartition, quix_windows, summary
+from rtml.asa.query import load_job
 from rtml.clients import admin
 from rtml.dlq import read_origin
 from rtml.features.batch import batch_features
@@ -29,15 +32,18 @@ from rtml.features.definitions import FEATURE_COLUMNS
 from rtml.features.labels import to_millis
 from rtml.features.outputs import read_features, read_records
 from rtml.features.runner import PIPELINE_TOPICS, FeatureRun, count_records, fresh_topics
-from rtml.features.windows import read_windows
+from rtml.features.windows import GRACE, read_windows
 from rtml.poll import until
 from rtml.schemas import load_schema, register_all, registry_client
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
 from rtml.simulate import SimulationParams, simulate
+from rtml.simulate.generator import make_labels
 from rtml.simulate.producer import publish_reference, replay
 
 pytestmark = pytest.mark.slow
 INPUTS = ("transactions", "customers", "terminals", "labels")
+H = 3_600_000
+M = 60_000
 COLUMNS = [*FEATURE_COLUMNS, "terminal_distance"]
 
 
@@ -54,18 +60,45 @@ def _assert_equal(stream: pd.DataFrame, batch: pd.DataFrame) -> None:
             np.testing.assert_array_equal(left, right, err_msg=column)
 
 
+def _with_edges(sim):
+    """`sim` with one customer's hand-placed payments added (ids after the last), at the
+    places where ASA's windows and Quix's differ: one on an hour boundary, one exactly an
+    hour after it, and a chatty stretch (every 20 min for 5 h) longer than ASA's maximum
+    session duration."""
+    tx = sim.transactions
+    customer = int(tx["customer_id"].value_counts().idxmax())
+    template = tx[tx["customer_id"] == customer].iloc[0]
+    # Day 3 at 04:00 (an hour boundary, and a multiple of 2 h, where ASA checks sessions).
+    t0 = sim.params.start_ms + 2 * 86_400_000 + 4 * H
+    stamps = [t0, t0 + H, t0 + 70 * M] + [t0 + 3 * H + 20 * M * i for i in range(16)]
+    extra = pd.DataFrame([template] * len(stamps)).reset_index(drop=True)
+    first = int(tx["transaction_id"].max()) + 1
+    extra["transaction_id"] = range(first, first + len(stamps))
+    extra["event_time_ms"] = stamps
+    extra["tx_datetime"] = pd.to_datetime(stamps, unit="ms")
+    extra["tx_amount"] = [20.0 + i for i in range(len(stamps))]
+    extra["tx_fraud"] = 0
+    extra["tx_fraud_scenario"] = 0
+    both = pd.concat([tx, extra], ignore_index=True).sort_values("event_time_ms", kind="mergesort")
+    both = both.reset_index(drop=True)
+    labels = make_labels(both, sim.params.label_delay_days)
+    return dataclasses.replace(sim, transactions=both, labels=labels), customer
+
+
 @pytest.fixture(scope="module")
 def history(cluster_settings):
     """A 45-day history (every window fills) replayed into fresh topics."""
     settings = cluster_settings
     fresh_topics(settings, PIPELINE_TOPICS)
     register_all(settings)
-    sim = simulate(SimulationParams(n_customers=70, n_terminals=140, n_days=45, seed=21))
+    sim, edge_customer = _with_edges(
+        simulate(SimulationParams(n_customers=70, n_terminals=140, n_days=45, seed=21))
+    )
     publish_reference(settings, sim)
     report = replay(settings, sim, progress=False)
     assert report.ok
     batch = batch_features(sim.transactions, sim.labels, sim.customers, sim.terminals)
-    return settings, sim, batch
+    return settings, sim, batch, edge_customer
 
 
 @pytest.fixture()
@@ -75,37 +108,123 @@ def fresh_features(history) -> Iterator[None]:
     yield
 
 
-def test_stream_equals_batch_for_every_transaction_and_feature(history, fresh_features) -> None:
-    settings, sim, batch = history
+@dataclasses.dataclass
+class Uninterrupted:
+    """What one uninterrupted run of the app wrote, read before later tests empty it."""
+
+    group: str
+    features: pd.DataFrame
+    keys_match: bool
+    changelog_rfs: list[int]
+    expected_rf: int
+    labelled: list[dict]
+    windows: list
+    repartition: str
+    by_terminal: list
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(history) -> Uninterrupted:
+    settings, sim, _batch, _ = history
+    fresh_topics(settings, [t for t in PIPELINE_TOPICS if t not in INPUTS])
     n = len(sim.transactions)
     with FeatureRun(settings) as app:
         app.wait_for("features", n, timeout=600)
         # The last week's labels come after the last transaction.
         app.wait_for("transactions.labelled", n, timeout=120)
-    stream = read_features(settings)
-    assert len(stream) == n, "an uninterrupted run writes each transaction's features once"
+        # Window results go out as the app processes; wait until the topic stops growing.
+        seen = [-1]
+
+        def settled() -> bool:
+            now = count_records(settings, "windows")
+            done = now == seen[0] and now > 0
+            seen[0] = now
+            return done
+
+        until(settled, 120, "the windows topic to stop growing", interval=2.0)
     decode = WireDeserializer.for_topic(settings, "features")
-    for msg in read_records(settings, "features"):
-        assert msg.key() == str(decode(msg.value())["customer_id"]).encode()
-    _assert_equal(stream, batch)
-    # State is backed by changelog topics replicated like the input (RF 3 on this cluster).
+    keys_match = all(
+        msg.key() == str(decode(msg.value())["customer_id"]).encode()
+        for msg in read_records(settings, "features")
+    )
     meta = admin(settings, timeout=10).list_topics(timeout=10).topics
     changelogs = [t for name, t in meta.items() if name.startswith(f"changelog__{app.group}")]
-    assert changelogs, "the customer windows and joins keep state in changelog topics"
-    expected_rf = min(3, len(meta["transactions"].partitions[0].replicas))
-    assert all(len(t.partitions[0].replicas) == expected_rf for t in changelogs)
+    prefix = f"repartition__{app.group}"
+    repartition = [name for name in meta if name.startswith(prefix) and "by-terminal" in name]
+    assert len(repartition) == 1, sorted(meta)
+    return Uninterrupted(
+        group=app.group,
+        features=read_features(settings),
+        keys_match=keys_match,
+        changelog_rfs=[len(t.partitions[0].replicas) for t in changelogs],
+        expected_rf=min(3, len(meta["transactions"].partitions[0].replicas)),
+        labelled=[json.loads(m.value()) for m in read_records(settings, "transactions.labelled")],
+        windows=list(read_records(settings, "windows")),
+        repartition=repartition[0],
+        by_terminal=list(read_records(settings, repartition[0])),
+    )
+
+
+def test_stream_equals_batch_for_every_transaction_and_feature(history, uninterrupted) -> None:
+    settings, sim, batch, _ = history
+    n = len(sim.transactions)
+    run = uninterrupted
+    assert len(run.features) == n, "an uninterrupted run writes each transaction's features once"
+    assert run.keys_match, "features are keyed by customer id"
+    _assert_equal(run.features, batch)
+    # State is backed by changelog topics replicated like the input (RF 3 on this cluster).
+    assert run.changelog_rfs, "the customer windows and joins keep state in changelog topics"
+    assert all(rf == run.expected_rf for rf in run.changelog_rfs)
     # The stream-stream join paired every transaction with its label, days later.
-    labelled = [json.loads(m.value()) for m in read_records(settings, "transactions.labelled")]
     truth = sim.transactions.set_index("transaction_id")["tx_fraud"]
-    assert sorted(r["transaction_id"] for r in labelled) == sorted(truth.index)
-    assert all(r["tx_fraud"] == bool(truth[r["transaction_id"]]) for r in labelled)
-    assert {r["label_delay_ms"] for r in labelled} == {7 * 86_400_000}
+    assert sorted(r["transaction_id"] for r in run.labelled) == sorted(truth.index)
+    assert all(r["tx_fraud"] == bool(truth[r["transaction_id"]]) for r in run.labelled)
+    assert {r["label_delay_ms"] for r in run.labelled} == {7 * 86_400_000}
     # The live windows ran on the same stream: a busy customer has closed windows of
     # every kind, each within its bounds.
     busiest = int(sim.transactions["customer_id"].value_counts().idxmax())
     windows = read_windows(settings, busiest)
     assert {w["kind"] for w in windows} == {"tumbling", "hopping", "sliding", "session", "count"}
     assert all(w["start"] < w["end"] for w in windows)
+
+
+@pytest.fixture(scope="module")
+def asa(history, uninterrupted):
+    """ASA's windows (modelled from the job in infra/asa) against the windows the run wrote."""
+    _settings, sim, _batch, _ = history
+    job = load_job()
+    grace = int(GRACE.total_seconds() * 1000)
+    # The terminal windows read the by-terminal repartition topic: what they skipped as late.
+    spec = job.window("terminals")
+    late = late_in_repartition(uninterrupted.by_terminal, spec.key, spec.size_ms, grace)
+    quix = quix_windows(uninterrupted.windows)
+    result = compare(job, sim.transactions, quix, grace, {"terminals": late})
+    print("\n" + summary(result).to_string())
+    return result
+
+
+def test_asa_windows_match_quix_or_differ_for_a_named_reason(asa) -> None:
+    unexplained = asa[~asa["status"].isin(EXPLAINED | {"open at end"})]
+    assert unexplained.empty, unexplained.to_string()
+    same = asa[asa["status"] == "same"].groupby("kind").size()
+    for kind in ("tumbling", "hopping", "sliding", "session", "terminals"):
+        assert same.get(kind, 0) > 0, f"no {kind} window agrees: the comparison is not matching"
+
+
+def test_asa_and_quix_differ_on_the_hand_placed_payments(history, asa) -> None:
+    customer = history[3]
+    mine = asa[asa["key"] == customer]
+    statuses = set(zip(mine["kind"], mine["status"], strict=True))
+    # The payment on the hour boundary ends ASA's window and starts Quix's.
+    assert ("tumbling", "ASA only: boundary") in statuses or (
+        "tumbling",
+        "differs: boundary",
+    ) in statuses
+    # The payment exactly an hour later: Quix's sliding window [t - 1 h, t] holds both.
+    assert ("sliding", "differs: boundary") in statuses
+    assert ("sliding", "ASA only: exit") in statuses
+    # Five chatty hours: ASA cuts the session at a 2 h check, Quix keeps one session.
+    assert ("session", "differs: max duration") in statuses
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
@@ -115,7 +234,7 @@ def test_a_crash_mid_run_loses_nothing_and_changes_nothing(
     """SIGKILL mid-window, restart: deduplicated by transaction id, the output is exactly
     the uninterrupted one (which the test above proves equals the batch features). Under
     exactly-once, a read_committed reader sees no duplicate at all."""
-    settings, sim, batch = history
+    settings, sim, batch, _ = history
     n = len(sim.transactions)
     group = f"crash-{uuid.uuid4().hex[:6]}"
     with FeatureRun(settings, group=group, guarantee=guarantee) as first:
@@ -151,7 +270,7 @@ def test_a_crash_mid_run_loses_nothing_and_changes_nothing(
 def test_two_instances_share_the_partitions_and_the_work(history, fresh_features) -> None:
     """One group, two processes: each owns some of the 6 partitions, together they write
     every transaction's features once more than a rebalance may repeat, equal to the batch."""
-    settings, sim, batch = history
+    settings, sim, batch, _ = history
     n = len(sim.transactions)
     group = f"pair-{uuid.uuid4().hex[:6]}"
     client = admin(settings, timeout=10)
@@ -200,7 +319,7 @@ def _without_amount() -> dict:
 
 def test_poison_and_late_records_are_routed_and_counted(history, fresh_features) -> None:
     """in == out + dlq + late, and each rejected record says where it came from."""
-    settings, sim, _ = history
+    settings, sim, _, _ = history
     encode = PreparedSerializer.for_topic(settings, "transactions")
     last = sim.transactions.sort_values("event_time_ms").groupby("customer_id").last()
     customer = int(last.index[0])
@@ -276,7 +395,7 @@ def test_a_group_started_at_latest_joins_whole_tables_with_fresh_features(
     which left them empty and stalled the app; and each hop waiting out Quix's 1 s poll
     timeout, which made features seconds old at lab rates.
     """
-    settings, sim, _ = history
+    settings, sim, _, _ = history
     encode = PreparedSerializer.for_topic(settings, "transactions")
     decode = WireDeserializer.for_topic(settings, "features")
     client = admin(settings, timeout=10)

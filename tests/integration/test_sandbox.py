@@ -8,7 +8,6 @@ import uuid
 import pandas as pd
 import pytest
 
-from bench.serve_inputs import history, records, send_features
 from rtml import topics
 from rtml.clients import durable_producer
 from rtml.features.runner import fresh_topics
@@ -19,6 +18,7 @@ from rtml.model.train import KINDS
 from rtml.ops import sandbox
 from rtml.schemas import register_all
 from rtml.schemas.wire import PreparedSerializer
+from rtml.serve.inputs import history, records, send_features
 from rtml.simulate import SimulationParams, simulate
 
 pytestmark = pytest.mark.slow

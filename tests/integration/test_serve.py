@@ -15,15 +15,6 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from bench.serve_inputs import (
-    FIRST_COLUMNS,
-    SECOND_COLUMNS,
-    history,
-    publish_model,
-    records,
-    send_features,
-    tiny_model,
-)
 from rtml import topics
 from rtml.dlq import read_origin
 from rtml.features.labels import to_millis
@@ -32,6 +23,15 @@ from rtml.features.runner import count_records, fresh_topics
 from rtml.model.update import ModelUpdate
 from rtml.schemas import register_all
 from rtml.schemas.wire import PreparedSerializer, WireDeserializer
+from rtml.serve.inputs import (
+    FIRST_COLUMNS,
+    SECOND_COLUMNS,
+    history,
+    publish_model,
+    records,
+    send_features,
+    tiny_model,
+)
 from rtml.serve.runner import ServeRun
 from rtml.serve.service import REVIEW_HEADER
 

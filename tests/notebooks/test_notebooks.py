@@ -39,6 +39,13 @@ PARAMETERS = {
         "bp_rate": 300.0,
         "bp_phases": [[0.0, 2.0], [10.0, 5.0], [0.0, 2.0]],
     },
+    "week5_beyond_kafka": {
+        "peer_customers": 20,
+        "peer_terminals": 40,
+        "peer_days": 10,
+        "messages": 1000,
+        "kill_after": 100,
+    },
 }
 
 

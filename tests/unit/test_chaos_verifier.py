@@ -82,3 +82,19 @@ def test_ledger_keeps_ack_order_and_times():
     assert ledger.ack_times_by_id() == [(5, 10.0), (3, 11.0)]
     assert ledger.snapshot() == ([(A, 5), (B, 3)], [7])
     assert ledger.acked_ids() == {3, 5}
+
+
+def test_a_pipeline_verdict_allows_counted_duplicates_but_not_differing_ones():
+    # Input keyed by customer (A, B), output by transaction: order per key is not compared.
+    acked = [(A, 1), (B, 2), (A, 3)]
+    same = [Read(b"3", 3, 0, 0, 10, "0.1"), Read(b"1", 1, 1, 0, 11, "0.2")]
+    same += [Read(b"2", 2, 2, 0, 12, "0.3"), Read(b"1", 1, 1, 1, 13, "0.2")]
+    v = verify(acked, [], same, ordered=False, duplicates_allowed=True)
+    assert (v.lost, v.duplicated, v.differing, v.out_of_order) == (0, 1, 0, 0) and v.ok
+    assert ("duplicated (allowed, counted)", 1) in v.rows()
+    differ = [*same[:3], Read(b"1", 1, 1, 1, 13, "0.9")]
+    v = verify(acked, [], differ, ordered=False, duplicates_allowed=True)
+    assert v.differing == 1 and not v.ok
+    # Without the allowance a duplicate fails the verdict, as for the broker scenarios.
+    assert not verify(acked, [], same, ordered=False).ok
+    assert verify(acked, [], same[:2], ordered=False).lost_ids == (2,)

@@ -45,3 +45,13 @@ def test_readme_opens_with_the_two_commands():
     setup = readme.split("```", 2)[1]
     commands = [line for line in setup.splitlines()[1:] if line.strip()]
     assert commands == ["make lab", "make test"]
+
+
+def test_every_control_room_page_goes_through_home():
+    # A pages/ folder beside Home.py would let a direct URL open its file before Home.py's
+    # st.navigation runs, skipping the page config; so the pages live in views/.
+    app = ROOT / "lab_app"
+    assert not (app / "pages").exists()
+    home = (app / "Home.py").read_text()
+    listed = set(re.findall(r'st\.Page\("(views/\w+\.py)"', home))
+    assert listed == {f"views/{p.name}" for p in (app / "views").glob("*.py")}

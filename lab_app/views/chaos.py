@@ -22,7 +22,10 @@ st.caption(
     "writes go on). With two brokers down nothing can be committed: writes wait (two-down), "
     "or, with a short message timeout, fail (two-down-timeout), which is also where a "
     "timed-out write can end up stored twice. The verdict is the proof: lost 0. The numbers "
-    "of full runs are in docs/reliability.md."
+    "of full runs are in docs/reliability.md. The serve-kill scenarios kill the prediction "
+    "service instead, on topics of their own: every features record must still get a "
+    "prediction; under at-least-once some are scored twice (counted, same score), under "
+    "exactly-once none."
 )
 
 cfg = settings()
@@ -116,11 +119,8 @@ def progress() -> None:
     result = job.result
     if result is None:
         return
-    (st.success if result.passed else st.error)(
-        f"{'Passed' if result.passed else 'FAILED'}: {result.verdict.acknowledged:,} "
-        f"acknowledged, {result.verdict.lost:,} lost, {result.verdict.duplicated:,} duplicated "
-        f"({result.produced:,} sent in {result.seconds:.1f} s)."
-    )
+    # The scenario's own sentence (serve-kill: predicted, scored twice, resumed after).
+    (st.success if result.passed else st.error)(result.sentence())
     a, b, c, d = st.columns(4)
     a.metric("Acknowledged", f"{result.verdict.acknowledged:,}")
     b.metric("Lost", f"{result.verdict.lost:,}")

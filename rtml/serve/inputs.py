@@ -2,7 +2,8 @@
 
 A small simulated history gives features records (the pandas batch reference computes
 what the feature app would write) and a tiny fraud model trained on them, exported to
-ONNX. The service's tests and its benchmark write both straight to their topics.
+ONNX. The service's tests, its benchmark and the `serve-kill` chaos scenario write both
+straight to their topics (by default the lab's; a scenario passes its own).
 """
 
 from __future__ import annotations
@@ -72,12 +73,13 @@ def tiny_model(
     return ModelUpdate(MODEL_NAME, version, tuple(columns), review, decline, onnx)
 
 
-def publish_model(settings: Settings, update: ModelUpdate) -> None:
-    """Write `update` to model-updates (key: the model name) and wait for the ack."""
+def publish_model(settings: Settings, update: ModelUpdate, topic: str = TOPIC) -> None:
+    """Write `update` to `topic` (model-updates unless told; key: the model name) and wait
+    for the ack. The value is framed with model-updates' schema whatever the topic."""
     producer = durable_producer(settings, message_max_bytes=MODEL_MAX_BYTES)
     errors: list[str] = []
     producer.produce(
-        TOPIC,
+        topic,
         key=update.name.encode(),
         value=PreparedSerializer.for_topic(settings, TOPIC)(update.to_record()),
         on_delivery=lambda err, _: errors.append(str(err)) if err else None,
@@ -92,9 +94,11 @@ def send_features(
     batch: Iterable[dict[str, Any]],
     rate: float | None = None,
     extra: Iterable[tuple[bytes, bytes | None]] = (),
+    topic: str = "features",
 ) -> int:
-    """Write features records (keyed by customer, feature_time now), at `rate` per second
-    if given, then the raw (key, value) pairs of `extra`; return how many were written."""
+    """Write features records (keyed by customer, feature_time now) to `topic`, at `rate`
+    per second if given, then the raw (key, value) pairs of `extra`; return how many were
+    written. Values are framed with the features schema whatever the topic."""
     encode = PreparedSerializer.for_topic(settings, "features")
     producer = durable_producer(settings, linger_ms=1, compression_type="lz4")
     errors: list[str] = []
@@ -107,7 +111,7 @@ def send_features(
     for record in batch:
         record = {**record, "feature_time": int(time.time() * 1000)}
         key = str(record["customer_id"]).encode()
-        producer.produce("features", key=key, value=encode(record), on_delivery=delivered)
+        producer.produce(topic, key=key, value=encode(record), on_delivery=delivered)
         sent += 1
         if sent % 20 == 0:
             producer.poll(0)
@@ -116,7 +120,7 @@ def send_features(
             if ahead > 0:
                 time.sleep(ahead)
     for key, value in extra:
-        producer.produce("features", key=key, value=value, on_delivery=delivered)
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
         sent += 1
     left = producer.flush(60)
     if left or errors:

@@ -1,0 +1,1 @@
+"""Kafka set beside other messaging and streaming tools, on the same transactions."""
