@@ -257,8 +257,8 @@ class _Run:
     def finish_load(self) -> None:
         """Let the load end (its records sent, or its seconds up) and every report arrive."""
         assert self.load is not None
-        if self.load.records is None:
-            self.wait_progress(1.0, "the end of the load", timeout=600)
+        # A bounded load ends by itself: stopping it before then would cut it short.
+        self.wait_progress(1.0, "the end of the load", timeout=600)
         self.load.stop()
         if self.load.error is not None:
             raise ChaosError(f"The load producer failed: {self.load.error}")
