@@ -32,24 +32,9 @@ CONSUMERS = {
 def passthrough(settings: Settings, group: str, output: str) -> Callable[[], None]:
     """A Quix app that copies `transactions` to `output`, bytes as they are: the framework's
     own cost, with the feature app's client settings."""
-    from quixstreams import Application
+    from rtml.features.app import bare_application
 
-    from rtml.features.app import PARTITIONER, connection
-
-    app = Application(
-        broker_address=connection(settings),
-        consumer_group=group,
-        commit_interval=1.0,
-        auto_offset_reset="earliest",
-        state_dir=settings.cluster_dir / "features" / "state-0",
-        producer_extra_config={
-            "partitioner": PARTITIONER,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        },
-        consumer_extra_config={"fetch.wait.max.ms": 20},
-        loglevel="WARNING",
-    )
+    app = bare_application(settings, group)
     raw = app.topic("transactions", value_deserializer="bytes", key_deserializer="bytes")
     out = app.topic(output, value_serializer="bytes", key_serializer="bytes")
     app.dataframe(raw).to_topic(out)

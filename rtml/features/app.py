@@ -64,6 +64,9 @@ Guarantee = Literal["at-least-once", "exactly-once"]
 # The partitioner of every producer of keyed reference data (the simulator, Connect's Java
 # producer); the repartition topic must use the same one for the terminal join to be local.
 PARTITIONER = str(PRODUCER_CONFIG["partitioner"])
+# The app's client settings: batched, compressed writes; short fetch waits for freshness.
+APP_PRODUCER_CONFIG = {"partitioner": PARTITIONER, "linger.ms": 5, "compression.type": "lz4"}
+APP_CONSUMER_CONFIG = {"fetch.wait.max.ms": 20}
 REQUIRED = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")
 
 
@@ -290,13 +293,9 @@ class FeatureApp:
             auto_offset_reset="earliest",
             consumer_poll_timeout=o.poll_timeout,
             state_dir=state_dir,
-            producer_extra_config={
-                "partitioner": PARTITIONER,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-            },
+            producer_extra_config=dict(APP_PRODUCER_CONFIG),
             consumer_extra_config={
-                "fetch.wait.max.ms": 20,
+                **APP_CONSUMER_CONFIG,
                 # Static membership: a restarted instance rejoins under the same id and gets
                 # its partitions back at once, instead of the group waiting out the dead
                 # member's session (45 s by default). An instance that stays away loses its
@@ -536,3 +535,20 @@ class RawValue(Serializer):
 
     def __call__(self, value: dict[str, Any], ctx: SerializationContext) -> bytes:
         return value["raw"]
+
+
+def bare_application(settings: Settings, group: str) -> Application:
+    """A Quix Application with the feature app's client settings and state folder, for the
+    apps that are measured against it (a passthrough, a one-feature peer): same clients, so
+    a difference in speed is the work, not the configuration."""
+    return Application(
+        broker_address=connection(settings),
+        consumer_group=group,
+        commit_interval=1.0,
+        auto_offset_reset="earliest",
+        # Where the feature app keeps state, so `remove_group` clears it like any run.
+        state_dir=settings.cluster_dir / "features" / "state-0",
+        producer_extra_config=dict(APP_PRODUCER_CONFIG),
+        consumer_extra_config=dict(APP_CONSUMER_CONFIG),
+        loglevel="WARNING",
+    )

@@ -64,9 +64,9 @@ def window_step(
 
 def run_app(settings: Settings, group: str, output: str) -> None:
     """Build and run the slim app until SIGTERM or SIGINT (Quix handles both)."""
-    from quixstreams import Application, State
+    from quixstreams import State
 
-    from rtml.features.app import PARTITIONER, connection
+    from rtml.features.app import bare_application
     from rtml.impl import exercise
     from rtml.peers.streams import ensure_output
     from rtml.schemas.wire import WireDeserializer
@@ -74,21 +74,7 @@ def run_app(settings: Settings, group: str, output: str) -> None:
     ensure_output(settings, output)
     decode = WireDeserializer.for_topic(settings, "transactions")
     window = exercise("customer_window")
-    app = Application(
-        broker_address=connection(settings),
-        consumer_group=group,
-        commit_interval=1.0,
-        auto_offset_reset="earliest",
-        # Where the feature app keeps state, so `remove_group` clears it like any run.
-        state_dir=settings.cluster_dir / "features" / "state-0",
-        producer_extra_config={
-            "partitioner": PARTITIONER,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        },
-        consumer_extra_config={"fetch.wait.max.ms": 20},
-        loglevel="WARNING",
-    )
+    app = bare_application(settings, group)
 
     def step(tx: dict[str, Any], state: State) -> dict[str, Any] | None:
         times, amounts = state.get("t", []), state.get("a", [])
